@@ -1,0 +1,381 @@
+// Dispatch, the single final-reply path, the listener, and drain on stop.
+#include "agent.hpp"
+
+#include "connection.hpp"
+#include "log.hpp"
+
+#include "nsagent/protocol.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/array.hpp>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace nsagent {
+namespace {
+
+constexpr auto use_nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
+
+[[noreturn]] void startup_error(const std::string& path, const std::string& what, int err)
+{
+    throw std::runtime_error(path + ": " + what + ": " + errno_name(err) + " (" + std::strerror(err) + ")");
+}
+
+void make_parent_dirs(const std::string& path)
+{
+    for (auto pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+        std::string dir = path.substr(0, pos);
+        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST)
+            startup_error(dir, "cannot create the socket's directory", errno);
+    }
+}
+
+} // namespace
+
+unique_fd bind_listener(const std::string& path)
+{
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path)
+        startup_error(path, "socket path too long", ENAMETOOLONG);
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    make_parent_dirs(path);
+
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            throw std::runtime_error(path + ": exists and is not a socket; refusing to replace it");
+        // Someone listening there is a live agent: never steal its socket. Nobody listening
+        // (ECONNREFUSED) means a stale file from an agent that died: replace it.
+        unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+            throw std::runtime_error(path + ": another agent is listening there; refusing to start");
+        if (errno != ECONNREFUSED)
+            startup_error(path, "cannot tell whether the existing socket is live", errno);
+        if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+            startup_error(path, "cannot remove the stale socket", errno);
+        log_event(log_level::notice, "stale_socket_replaced", kv("path", path));
+    } else if (errno != ENOENT) {
+        startup_error(path, "lstat", errno);
+    }
+
+    unique_fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s)
+        startup_error(path, "socket", errno);
+    // Created 0660 from the start (umask), so there is no window with a wider mode.
+    mode_t old = ::umask(0117);
+    int rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int err = errno;
+    ::umask(old);
+    if (rc < 0)
+        startup_error(path, "bind", err);
+    if (::chmod(path.c_str(), 0660) < 0)
+        startup_error(path, "chmod 0660", errno);
+    if (::listen(s.get(), SOMAXCONN) < 0)
+        startup_error(path, "listen", errno);
+    return s;
+}
+
+long current_thread_count()
+{
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("Threads:", 0) == 0)
+            return std::stol(line.substr(8));
+    return -1;
+}
+
+agent::agent(asio::io_context& io, const config& cfg, const op_registry& ops, unique_fd listener)
+    : io_(io),
+      cfg_(cfg),
+      ops_(ops),
+      acceptor_(io, asio::local::stream_protocol(), listener.release()),
+      signals_(io, SIGTERM, SIGINT),
+      pool_(
+          io, cfg, [this](const request_ptr& r) { finish(r, *r->result, std::move(r->reply_fds)); },
+          [this](const request_ptr& r, const op_error& e) { finish(r, e); })
+{
+}
+
+agent::~agent() = default;
+
+void agent::start()
+{
+    base_threads_ = current_thread_count();
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
+        if (ec)
+            return;
+        log_event(log_level::notice, "signal", kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+        begin_drain();
+    });
+    asio::co_spawn(io_, accept_loop(), asio::detached);
+    asio::co_spawn(io_, sweep_loop(), asio::detached);
+    log_event(log_level::notice, "ready", kv("base_threads", base_threads_));
+}
+
+asio::awaitable<void> agent::accept_loop()
+{
+    asio::steady_timer backoff(io_);
+    while (!draining_) {
+        auto [ec, sock] = co_await acceptor_.async_accept(use_nothrow_awaitable);
+        if (draining_ || ec == asio::error::operation_aborted)
+            break;
+        if (ec) {
+            // EMFILE/ENFILE leave the connection pending: accepting again at once would spin.
+            log_event(log_level::warning, "accept_failed", kv("error", errno_name(ec.value())));
+            backoff.expires_after(std::chrono::milliseconds(100));
+            auto [wec] = co_await backoff.async_wait(use_nothrow_awaitable);
+            (void)wec;
+            continue;
+        }
+        ++accepted_;
+        auto c = std::make_shared<connection>(*this, std::move(sock));
+        conns_.emplace(c.get(), c);
+        log_event(log_level::debug, "connect", kv("pid", c->peer().pid) + kv("uid", c->peer().uid));
+        c->start();
+    }
+}
+
+asio::awaitable<void> agent::sweep_loop()
+{
+    asio::steady_timer t(io_);
+    auto period = std::chrono::milliseconds(std::min<std::uint64_t>(1000, cfg_.idle_timeout_s * 1000 / 4 + 1));
+    while (!draining_) {
+        t.expires_after(period);
+        auto [ec] = co_await t.async_wait(use_nothrow_awaitable);
+        if (ec || draining_)
+            break;
+        pool_.sweep_idle(clock::now());
+    }
+}
+
+void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::vector<unique_fd> fds)
+{
+    ++requests_;
+    const op_spec* spec = ops_.find(rq.op);
+    auto reject = [&](errc code, std::string msg) {
+        ++replies_[std::string(to_string(code))];
+        c->send(error_frame(rq.id, agent_failure(code, rq.op + ": " + msg)));
+    };
+    if (!spec)
+        return reject(errc::unknown_op, "no such op; agent.hello lists the ops");
+    if (draining_)
+        return reject(errc::shutting_down, "the agent is shutting down");
+    if (spec->ns == ns_need::required && !rq.ns)
+        return reject(errc::bad_request, "needs \"ns\", a namespace selector");
+    if (spec->ns == ns_need::none && rq.ns)
+        return reject(errc::bad_request, "takes no \"ns\"");
+
+    auto timeout = std::chrono::milliseconds(rq.timeout_ms.value_or(cfg_.default_timeout_ms));
+    auto r = std::make_shared<pending_request>(std::move(rq), *spec, std::move(fds), clock::now() + timeout);
+    r->conn = c;
+    c->track(r);
+
+    if (spec->ns == ns_need::required) {
+        auto h = resolve(*r->req.ns, r->fds);
+        if (!h)
+            return finish(r, h.error());
+        if (spec->type && h->id.type != *spec->type)
+            return finish(r, agent_failure(errc::ns_type_mismatch,
+                                           "needs a " + std::string(to_string(*spec->type)) + " namespace, got " +
+                                               to_string(h->id)));
+        r->ns = h->id;
+        if (spec->site == op_site::worker) {
+            if (auto err = pool_.submit(*h, r))
+                finish(r, *err);
+            return;
+        }
+    }
+    run_inline(r, c);
+}
+
+void agent::run_inline(const request_ptr& r, const std::shared_ptr<connection>& c)
+{
+    if (!r->try_start())
+        return;
+    op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, nullptr, this, c.get(), {}};
+    op_result res = agent_failure(errc::internal, "op did not run");
+    try {
+        res = r->spec->fn(ctx);
+    } catch (const std::exception& e) {
+        res = agent_failure(errc::internal, std::string("exception: ") + e.what());
+    }
+    finish(r, res, std::move(ctx.reply_fds));
+}
+
+void agent::finish(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)
+{
+    if (r->claim_final())
+        send_final(r, res, std::move(fds));
+}
+
+void agent::send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)
+{
+    std::string frame;
+    if (res) {
+        ++replies_["ok"];
+        frame = ok_frame(r->req.id, *res, fds.size());
+    } else {
+        op_error e = res.error();
+        e.message = r->where() + ": " + e.message;
+        ++replies_[std::string(to_string(wire_code(e.code)))];
+        frame = error_frame(r->req.id, e);
+        fds.clear();
+    }
+    if (auto c = r->conn.lock())
+        c->deliver(*r, std::move(frame), std::move(fds));
+}
+
+void agent::on_deadline(const request_ptr& r)
+{
+    auto prev = r->claim_final();
+    if (!prev)
+        return;
+    bool running = *prev == pending_request::state::running;
+    // Still running past its deadline: the syscall cannot be interrupted, so the worker is
+    // wedged. The namespace gets a fresh worker; this one is never joined.
+    if (running && !r->op_returned.load(std::memory_order_acquire) && r->worker)
+        pool_.mark_wedged(r->worker);
+    auto ms = r->req.timeout_ms.value_or(cfg_.default_timeout_ms);
+    send_final(r,
+               agent_failure(errc::timeout, "deadline of " + std::to_string(ms) + " ms passed while " +
+                                                (running ? "running" : "queued")),
+               {});
+}
+
+bool agent::cancel(const request_ptr& r)
+{
+    if (!r->claim_final())
+        return false;
+    send_final(r, agent_failure(errc::cancelled, "cancelled by agent.cancel"), {});
+    return true;
+}
+
+void agent::connection_closed(const connection* c)
+{
+    conns_.erase(c);
+}
+
+std::size_t agent::inflight_total() const
+{
+    std::size_t n = 0;
+    for (auto& [p, c] : conns_)
+        n += c->inflight_count();
+    return n;
+}
+
+void agent::begin_drain()
+{
+    if (draining_)
+        return;
+    draining_ = true;
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    log_event(log_level::notice, "drain_start", kv("inflight", static_cast<long long>(inflight_total())));
+    asio::co_spawn(io_, drain_loop(), asio::detached);
+}
+
+asio::awaitable<void> agent::drain_loop()
+{
+    asio::steady_timer t(io_);
+    auto tick = [&]() -> asio::awaitable<void> {
+        t.expires_after(std::chrono::milliseconds(5));
+        auto [ec] = co_await t.async_wait(use_nothrow_awaitable);
+        (void)ec;
+    };
+    auto deadline = clock::now() + std::chrono::milliseconds(cfg_.drain_timeout_ms);
+    while (inflight_total() > 0 && clock::now() < deadline)
+        co_await tick();
+
+    // Past the drain deadline: whatever is left gets shutting_down, exactly once.
+    std::size_t cut = 0;
+    for (auto& [p, c] : conns_) {
+        for (auto& r : c->inflight()) {
+            auto prev = r->claim_final();
+            if (!prev)
+                continue;
+            if (*prev == pending_request::state::running && !r->op_returned && r->worker)
+                pool_.mark_wedged(r->worker);
+            send_final(r, agent_failure(errc::shutting_down, "the agent stopped before this request finished"), {});
+            ++cut;
+        }
+    }
+    pool_.retire_all();
+    for (auto& [p, c] : conns_)
+        c->close_when_flushed();
+
+    // Join every worker that is not wedged, and give writers a moment to flush.
+    auto flush_deadline = clock::now() + std::chrono::seconds(2);
+    while ((!pool_.quiet() || !conns_.empty()) && clock::now() < flush_deadline)
+        co_await tick();
+    std::vector<std::shared_ptr<connection>> left;
+    for (auto& [p, c] : conns_)
+        left.push_back(c);
+    for (auto& c : left)
+        c->close();
+    log_event(log_level::notice, "drain_done",
+              kv("answered_shutting_down", static_cast<long long>(cut)) +
+                  kv("wedged", static_cast<long long>(pool_.wedged())) +
+                  kv("unjoined", static_cast<long long>(pool_.live().size() + pool_.retiring())));
+    signals_.cancel();
+    io_.stop();
+}
+
+json::object agent::stats() const
+{
+    json::object o;
+    o["pid"] = ::getpid();
+    o["threads"] = current_thread_count();
+    o["base_threads"] = base_threads_;
+    json::array workers;
+    auto now = clock::now();
+    for (auto& [id, w] : pool_.live()) {
+        json::object wo;
+        wo["ns"] = json::object{{"type", to_string(id.type)}, {"dev", u64_to_json(id.dev)}, {"ino", u64_to_json(id.ino)}};
+        wo["tid"] = w->tid();
+        wo["queue_depth"] = w->queued();
+        wo["active"] = w->active;
+        wo["ops"] = w->ops();
+        wo["errors"] = w->errors();
+        wo["idle_ms"] = w->active ? 0 : std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_used).count();
+        wo["state"] = to_string(w->current());
+        workers.push_back(std::move(wo));
+    }
+    o["workers"] = std::move(workers);
+    o["wedged"] = pool_.wedged();
+    o["retiring"] = pool_.retiring();
+    o["workers_started"] = pool_.started_total();
+    json::object retired;
+    for (auto& [k, v] : pool_.retired())
+        retired[k] = v;
+    o["retired"] = std::move(retired);
+    o["connections"] = conns_.size();
+    o["connections_accepted"] = accepted_;
+    o["inflight"] = inflight_total();
+    o["requests"] = requests_;
+    json::object replies;
+    for (auto& [k, v] : replies_)
+        replies[k] = v;
+    o["replies"] = std::move(replies);
+    o["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_).count();
+    o["draining"] = draining_;
+    return o;
+}
+
+} // namespace nsagent

@@ -1,0 +1,93 @@
+// The agent: owns the listener, the connections, the worker pool and the op catalogue, and is
+// the one place where a request becomes exactly one final reply. I/O thread only.
+#pragma once
+
+#include "config.hpp"
+#include "op_registry.hpp"
+#include "pending_request.hpp"
+#include "worker_pool.hpp"
+
+#include "nsagent/unique_fd.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+namespace nsagent {
+
+class connection;
+
+// Binds the agent's socket at `path` with mode 0660, creating its directory. A stale socket
+// file (nobody listening) is replaced; a live one, or a file that is not a socket, is refused.
+// Throws std::runtime_error naming the path and the cause.
+unique_fd bind_listener(const std::string& path);
+
+class agent {
+public:
+    using request_ptr = std::shared_ptr<pending_request>;
+    using clock = std::chrono::steady_clock;
+
+    // `listener` is a bound, listening socket (bind_listener, or one passed by systemd).
+    agent(boost::asio::io_context& io, const config& cfg, const op_registry& ops, unique_fd listener);
+    ~agent();
+
+    // Starts accepting, the idle sweep, and SIGTERM/SIGINT handling. Measures the base thread
+    // count, so call it once every fixed thread exists and before any worker.
+    void start();
+    // Stops accepting, finishes in-flight work until drain_timeout_ms, answers the rest
+    // shutting_down, retires every worker, then stops the io_context.
+    void begin_drain();
+
+    // From a connection: a parsed request with the fds that came with it.
+    void dispatch(const std::shared_ptr<connection>& c, request&& rq, std::vector<unique_fd> fds);
+    // The request's deadline passed.
+    void on_deadline(const request_ptr& r);
+    // agent.cancel: answers `r` cancelled if it has no final reply yet.
+    bool cancel(const request_ptr& r);
+    void connection_closed(const connection* c);
+
+    boost::json::object stats() const;
+    const op_registry& ops() const noexcept { return ops_; }
+    const config& cfg() const noexcept { return cfg_; }
+    worker_pool& pool() noexcept { return pool_; }
+    bool draining() const noexcept { return draining_; }
+    std::size_t wedged_workers() const noexcept { return pool_.wedged(); }
+
+private:
+    void run_inline(const request_ptr& r, const std::shared_ptr<connection>& c);
+    void finish(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds = {});
+    void send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds);
+    std::size_t inflight_total() const;
+    boost::asio::awaitable<void> accept_loop();
+    boost::asio::awaitable<void> sweep_loop();
+    boost::asio::awaitable<void> drain_loop();
+
+    boost::asio::io_context& io_;
+    const config& cfg_;
+    const op_registry& ops_;
+    boost::asio::local::stream_protocol::acceptor acceptor_;
+    boost::asio::signal_set signals_;
+    worker_pool pool_;
+    std::map<const connection*, std::shared_ptr<connection>> conns_;
+    bool draining_ = false;
+    long base_threads_ = 0;
+    clock::time_point started_at_ = clock::now();
+    std::uint64_t accepted_ = 0;
+    std::uint64_t requests_ = 0;
+    std::map<std::string, std::uint64_t> replies_; // final frames by code ("ok" for success)
+};
+
+// The agent's thread count from /proc/self/status, or -1.
+long current_thread_count();
+
+} // namespace nsagent

@@ -1,0 +1,94 @@
+// Config file loading. Unknown keys are errors: a typo must not silently keep a default.
+#include "config.hpp"
+
+#include <boost/json/parse.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <sstream>
+
+namespace json = boost::json;
+
+namespace nsagent {
+namespace {
+
+using setter = std::function<std::string(config&, const json::value&)>;
+
+template <class T>
+setter number(T config::*field, std::uint64_t lo, std::uint64_t hi)
+{
+    return [=](config& c, const json::value& v) -> std::string {
+        std::uint64_t x = 0;
+        if (v.is_int64() && v.get_int64() >= 0)
+            x = static_cast<std::uint64_t>(v.get_int64());
+        else if (v.is_uint64())
+            x = v.get_uint64();
+        else
+            return "must be a non-negative integer";
+        if (x < lo || x > hi)
+            return "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
+        c.*field = static_cast<T>(x);
+        return {};
+    };
+}
+
+const std::map<std::string, setter, std::less<>>& keys()
+{
+    static const std::map<std::string, setter, std::less<>> k = {
+        {"socket",
+         [](config& c, const json::value& v) -> std::string {
+             if (!v.is_string() || v.get_string().empty() || v.get_string().front() != '/')
+                 return "must be an absolute path";
+             c.socket_path = std::string(v.get_string());
+             return {};
+         }},
+        {"queue_depth", number(&config::queue_depth, 1, 1 << 20)},
+        {"default_timeout_ms", number(&config::default_timeout_ms, 1, 24u * 3600 * 1000)},
+        {"max_workers", number(&config::max_workers, 1, 1 << 20)},
+        {"idle_timeout_s", number(&config::idle_timeout_s, 1, 7u * 24 * 3600)},
+        {"max_request_bytes", number(&config::max_request_bytes, 256, std::size_t{256} << 20)},
+        {"max_inflight_per_connection", number(&config::max_inflight_per_connection, 1, 1 << 20)},
+        {"max_unsent_bytes", number(&config::max_unsent_bytes, 4096, std::size_t{1} << 32)},
+        {"drain_timeout_ms", number(&config::drain_timeout_ms, 0, 600000)},
+        {"worker_stack_kib", number(&config::worker_stack_kib, 64, 65536)},
+    };
+    return k;
+}
+
+} // namespace
+
+boost::system::result<config, std::string> load_config(const std::string& path, bool must_exist)
+{
+    auto fail = [](std::string msg) {
+        return boost::system::result<config, std::string>(boost::system::in_place_error, std::move(msg));
+    };
+    config c;
+    std::ifstream in(path);
+    if (!in) {
+        if (errno == ENOENT && !must_exist)
+            return c;
+        return fail(path + ": cannot read: " + std::strerror(errno));
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    boost::system::error_code ec;
+    json::value v = json::parse(ss.str(), ec);
+    if (ec)
+        return fail(path + ": not valid JSON: " + ec.message());
+    if (!v.is_object())
+        return fail(path + ": must be a JSON object");
+    for (auto& kv : v.get_object()) {
+        auto it = keys().find(kv.key());
+        if (it == keys().end())
+            return fail(path + ": unknown key \"" + std::string(kv.key()) + "\"");
+        if (auto err = it->second(c, kv.value()); !err.empty())
+            return fail(path + ": \"" + std::string(kv.key()) + "\" " + err);
+    }
+    return c;
+}
+
+} // namespace nsagent

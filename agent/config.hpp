@@ -1,0 +1,30 @@
+// nsagentd's configuration: defaults, and the JSON file that overrides them.
+#pragma once
+
+#include <boost/system/result.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace nsagent {
+
+// Every knob, with its default. docs/protocol.md and the README list them.
+struct config {
+    std::string socket_path = "/run/nsagent/nsagent.sock";
+    std::uint32_t queue_depth = 64;               // per worker; a full queue answers busy
+    std::uint32_t default_timeout_ms = 10000;     // when a request gives no timeout_ms
+    std::uint32_t max_workers = 1024;             // then the LRU idle worker retires, or busy
+    std::uint32_t idle_timeout_s = 300;           // an idle worker retires after this
+    std::size_t max_request_bytes = 1 << 20;      // a longer line gets too_large, then close
+    std::uint32_t max_inflight_per_connection = 256; // then the connection is not read
+    std::size_t max_unsent_bytes = 8 << 20;       // replies queued for a slow reader; then not read
+    std::uint32_t drain_timeout_ms = 5000;        // SIGTERM: finish in-flight work until this
+    std::size_t worker_stack_kib = 256;           // pinned workers need little stack
+};
+
+// Reads `path` over the defaults. A missing file means defaults, unless `must_exist`.
+// Errors (unreadable, not JSON, unknown key, wrong type, out of range) name the file and key.
+boost::system::result<config, std::string> load_config(const std::string& path, bool must_exist);
+
+} // namespace nsagent

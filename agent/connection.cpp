@@ -1,0 +1,315 @@
+// Connection reader and writer coroutines.
+#include "connection.hpp"
+
+#include "agent.hpp"
+#include "log.hpp"
+
+#include "nsagent/protocol.hpp"
+#include "nsagent/scm_rights.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace nsagent {
+namespace {
+
+constexpr auto use_nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t read_chunk = 64 * 1024;
+constexpr std::size_t write_batch = 64 * 1024;
+
+} // namespace
+
+connection::connection(agent& a, socket_type s)
+    : agent_(a),
+      sock_(std::move(s)),
+      reader_(a.cfg().max_request_bytes),
+      read_gate_(sock_.get_executor()),
+      write_gate_(sock_.get_executor())
+{
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(sock_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        peer_ = {cred.pid, cred.uid, cred.gid};
+}
+
+connection::~connection() = default;
+
+void connection::start()
+{
+    auto self = shared_from_this();
+    loops_ = 2;
+    asio::co_spawn(sock_.get_executor(), [self] { return self->read_loop(); }, asio::detached);
+    asio::co_spawn(sock_.get_executor(), [self] { return self->write_loop(); }, asio::detached);
+}
+
+std::string connection::key(const json::value& id)
+{
+    // 7 and "7" are different ids: the serialised form keeps them apart.
+    return json::serialize(id);
+}
+
+bool connection::is_inflight(const json::value& id) const
+{
+    return inflight_.contains(key(id));
+}
+
+connection::request_ptr connection::find(const json::value& id) const
+{
+    auto it = inflight_.find(key(id));
+    return it == inflight_.end() ? nullptr : it->second.req;
+}
+
+std::vector<connection::request_ptr> connection::inflight() const
+{
+    std::vector<request_ptr> out;
+    out.reserve(inflight_.size());
+    for (auto& [k, e] : inflight_)
+        out.push_back(e.req);
+    return out;
+}
+
+void connection::track(const request_ptr& r)
+{
+    auto timer = std::make_unique<asio::steady_timer>(sock_.get_executor(), r->deadline);
+    std::weak_ptr<pending_request> weak = r;
+    agent* a = &agent_;
+    timer->async_wait([weak, a](boost::system::error_code ec) {
+        if (ec)
+            return; // disarmed: the request got its reply
+        if (auto r = weak.lock())
+            a->on_deadline(r);
+    });
+    inflight_.emplace(key(r->req.id), entry{r, std::move(timer)});
+}
+
+void connection::deliver(const pending_request& r, std::string frame, std::vector<unique_fd> fds)
+{
+    auto it = inflight_.find(key(r.req.id));
+    if (it != inflight_.end() && it->second.req.get() == &r)
+        inflight_.erase(it); // destroying the timer cancels it
+    send(std::move(frame), std::move(fds));
+    if (!read_blocked())
+        read_gate_.cancel();
+    maybe_finish();
+}
+
+void connection::send(std::string frame, std::vector<unique_fd> fds)
+{
+    if (!open_)
+        return; // fds close here: nobody is left to receive them
+    unsent_ += frame.size();
+    out_.push_back({std::move(frame), std::move(fds), 0});
+    write_gate_.cancel();
+}
+
+bool connection::read_blocked() const
+{
+    return inflight_.size() >= agent_.cfg().max_inflight_per_connection || unsent_ > agent_.cfg().max_unsent_bytes;
+}
+
+void connection::handle_line(frame_reader::line& line)
+{
+    json::value id;
+    auto rq = parse_request(line.text, id);
+    if (!rq) {
+        send(error_frame(id, rq.error()));
+        return; // the line's fds close with it
+    }
+    if (line.fds.size() != rq->fds) {
+        send(error_frame(id, agent_failure(errc::bad_request,
+                                           "the request declares " + std::to_string(rq->fds) + " fds but " +
+                                               std::to_string(line.fds.size()) + " came with it; all closed")));
+        return;
+    }
+    if (is_inflight(rq->id)) {
+        send(error_frame(id, agent_failure(errc::bad_request, "id " + key(rq->id) +
+                                                                  " is already in flight on this connection")));
+        return;
+    }
+    agent_.dispatch(shared_from_this(), std::move(*rq), std::move(line.fds));
+}
+
+asio::awaitable<void> connection::read_loop()
+{
+    bool peer_gone = false;
+    while (open_ && reading_) {
+        if (read_blocked()) {
+            // Backpressure: too many requests in flight, or a client not reading its replies.
+            read_gate_.expires_at(asio::steady_timer::time_point::max());
+            auto [ec] = co_await read_gate_.async_wait(use_nothrow_awaitable);
+            (void)ec;
+            continue;
+        }
+        frame_reader::line line;
+        auto st = reader_.next(line);
+        if (st == frame_reader::status::line) {
+            try {
+                handle_line(line);
+            } catch (const std::exception& e) {
+                // A bug, not a client error: one internal reply, and the connection goes on.
+                send(error_frame(nullptr, agent_failure(errc::internal, std::string("exception: ") + e.what())));
+            }
+            continue;
+        }
+        if (st == frame_reader::status::too_large) {
+            send(error_frame(nullptr, agent_failure(errc::too_large, "a request line exceeds max_request_bytes (" +
+                                                                         std::to_string(agent_.cfg().max_request_bytes) +
+                                                                         "); closing the connection")));
+            reading_ = false;
+            break;
+        }
+        auto [ec] = co_await sock_.async_wait(socket_type::wait_read, use_nothrow_awaitable);
+        if (ec) {
+            peer_gone = true;
+            break;
+        }
+        std::vector<unique_fd> fds;
+        auto buf = reader_.prepare(read_chunk);
+        boost::system::error_code rec;
+        auto n = recv_with_fds(sock_.native_handle(), buf, fds, MSG_DONTWAIT, rec);
+        reader_.commit(rec ? 0 : n, std::move(fds));
+        if (rec == boost::system::errc::resource_unavailable_try_again)
+            continue;
+        if (rec) {
+            if (rec.value() == EMSGSIZE)
+                log_event(log_level::warning, "connection_ctrunc", kv("pid", peer_.pid));
+            peer_gone = true;
+            break;
+        }
+        if (n == 0) {
+            // End of stream. A client that only shut down its writing side (socat at the end
+            // of its input) still reads: answer what is in flight. One that closed is gone.
+            pollfd p{sock_.native_handle(), POLLOUT, 0};
+            peer_gone = ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+            break;
+        }
+    }
+    after_read_end(peer_gone);
+    loop_done();
+}
+
+void connection::after_read_end(bool peer_gone)
+{
+    reading_ = false;
+    if (peer_gone) {
+        close();
+        return;
+    }
+    maybe_finish();
+}
+
+void connection::maybe_finish()
+{
+    // Once reading has ended, the connection closes after its last reply is written.
+    if (!reading_ && inflight_.empty())
+        write_gate_.cancel();
+}
+
+asio::awaitable<void> connection::write_loop()
+{
+    while (open_) {
+        if (out_.empty()) {
+            if (!reading_ && inflight_.empty())
+                break;
+            write_gate_.expires_at(asio::steady_timer::time_point::max());
+            auto [ec] = co_await write_gate_.async_wait(use_nothrow_awaitable);
+            (void)ec;
+            continue;
+        }
+        // Frames without fds are batched into one send; a frame with fds goes alone.
+        std::string batch;
+        std::vector<int> fd_list;
+        std::string_view bytes;
+        auto& front = out_.front();
+        if (!front.fds.empty() || front.sent > 0 || out_.size() == 1) {
+            bytes = std::string_view(front.bytes).substr(front.sent);
+            if (front.sent == 0)
+                for (auto& fd : front.fds)
+                    fd_list.push_back(fd.get());
+        } else {
+            for (auto& o : out_) {
+                if (!o.fds.empty() || batch.size() + o.bytes.size() > write_batch)
+                    break;
+                batch += o.bytes;
+            }
+            if (batch.empty())
+                batch = front.bytes;
+            bytes = batch;
+        }
+        boost::system::error_code ec;
+        auto n = send_with_fds(sock_.native_handle(), bytes, fd_list, MSG_DONTWAIT, ec);
+        if (ec == boost::system::errc::resource_unavailable_try_again) {
+            auto [wec] = co_await sock_.async_wait(socket_type::wait_write, use_nothrow_awaitable);
+            if (wec)
+                break;
+            continue;
+        }
+        if (ec)
+            break; // EPIPE, ECONNRESET: the client is gone
+        // Retire whole frames covered by n, and the sent prefix of a partial one.
+        while (n > 0 && !out_.empty()) {
+            auto& o = out_.front();
+            auto left = o.bytes.size() - o.sent;
+            if (n >= left) {
+                n -= left;
+                unsent_ -= o.bytes.size();
+                out_.pop_front();
+            } else {
+                o.sent += n;
+                o.fds.clear(); // they went with the first byte; our copies close now
+                n = 0;
+            }
+        }
+        if (reading_ && !read_blocked())
+            read_gate_.cancel();
+    }
+    close();
+    loop_done();
+}
+
+void connection::close_when_flushed()
+{
+    reading_ = false;
+    read_gate_.cancel();
+    boost::system::error_code ec;
+    sock_.shutdown(socket_type::shutdown_receive, ec);
+    maybe_finish();
+}
+
+void connection::close()
+{
+    if (!open_)
+        return;
+    open_ = false;
+    reading_ = false;
+    // Abandon what is still in flight: queued requests never start, running ones have their
+    // result dropped. Nobody is left to answer.
+    for (auto& [k, e] : inflight_)
+        e.req->claim_final();
+    inflight_.clear();
+    out_.clear();
+    unsent_ = 0;
+    boost::system::error_code ec;
+    sock_.close(ec);
+    read_gate_.cancel();
+    write_gate_.cancel();
+}
+
+void connection::loop_done()
+{
+    if (--loops_ == 0)
+        agent_.connection_closed(this);
+}
+
+} // namespace nsagent

@@ -1,0 +1,96 @@
+// One client connection: reads NDJSON requests (with fds) and writes frames, with bounded
+// in-flight requests and a bounded queue of unsent replies. I/O thread only.
+#pragma once
+
+#include "pending_request.hpp"
+
+#include "nsagent/frame_reader.hpp"
+#include "nsagent/unique_fd.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/value.hpp>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nsagent {
+
+class agent;
+
+class connection : public std::enable_shared_from_this<connection> {
+public:
+    using request_ptr = std::shared_ptr<pending_request>;
+    using socket_type = boost::asio::local::stream_protocol::socket;
+
+    connection(agent& a, socket_type s);
+    ~connection();
+
+    // Starts the reader and writer coroutines.
+    void start();
+
+    // Queues one frame. A frame with fds is sent alone, in one sendmsg, its fds with its first byte.
+    void send(std::string frame, std::vector<unique_fd> fds = {});
+
+    // In-flight tracking: the id must be unique among this connection's in-flight requests.
+    bool is_inflight(const boost::json::value& id) const;
+    // Tracks `r` and arms its deadline timer.
+    void track(const request_ptr& r);
+    // Delivers `r`'s final frame: untracks it, disarms its timer, queues the frame.
+    void deliver(const pending_request& r, std::string frame, std::vector<unique_fd> fds);
+    request_ptr find(const boost::json::value& id) const;
+    std::vector<request_ptr> inflight() const;
+    std::size_t inflight_count() const noexcept { return inflight_.size(); }
+
+    bool is_open() const noexcept { return open_; }
+    // Shutdown: stop reading; close once every queued frame is written.
+    void close_when_flushed();
+    // Closes now. Queued requests are abandoned: they never run and get no reply.
+    void close();
+
+    struct peer_credentials {
+        pid_t pid = 0;
+        uid_t uid = 0;
+        gid_t gid = 0;
+    };
+    const peer_credentials& peer() const noexcept { return peer_; }
+
+private:
+    struct entry {
+        request_ptr req;
+        std::unique_ptr<boost::asio::steady_timer> timer;
+    };
+    struct outgoing {
+        std::string bytes;
+        std::vector<unique_fd> fds;
+        std::size_t sent = 0;
+    };
+
+    boost::asio::awaitable<void> read_loop();
+    boost::asio::awaitable<void> write_loop();
+    void handle_line(frame_reader::line& line);
+    void after_read_end(bool peer_gone);
+    void loop_done();
+    bool read_blocked() const;
+    void maybe_finish();
+    static std::string key(const boost::json::value& id);
+
+    agent& agent_;
+    socket_type sock_;
+    frame_reader reader_;
+    peer_credentials peer_;
+    std::map<std::string, entry> inflight_;
+    std::deque<outgoing> out_;
+    std::size_t unsent_ = 0;
+    boost::asio::steady_timer read_gate_;  // wakes the reader when backpressure lifts
+    boost::asio::steady_timer write_gate_; // wakes the writer when a frame is queued
+    bool open_ = true;
+    bool reading_ = true;
+    int loops_ = 0;
+};
+
+} // namespace nsagent

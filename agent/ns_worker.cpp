@@ -1,0 +1,214 @@
+// The pinned worker thread: enter once, serve, never go back.
+#include "ns_worker.hpp"
+
+#include "worker_pool.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <exception>
+
+namespace nsagent {
+
+std::string_view to_string(ns_worker::state s) noexcept
+{
+    switch (s) {
+    case ns_worker::state::starting: return "starting";
+    case ns_worker::state::ready: return "ready";
+    case ns_worker::state::retiring: return "retiring";
+    case ns_worker::state::wedged: return "wedged";
+    }
+    return "ready";
+}
+
+ns_worker::ns_worker(worker_pool& pool, ns_id id, unique_fd nsfd, std::size_t queue_depth)
+    : pool_(pool), id_(id), nsfd_(std::move(nsfd)), queue_depth_(queue_depth)
+{
+    guard_.emplace(io_.get_executor());
+}
+
+ns_worker::~ns_worker() = default;
+
+boost::system::error_code ns_worker::start(std::size_t stack_bytes)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, stack_bytes);
+    // The worker blocks every signal, so that SIGTERM and friends reach the I/O thread and no
+    // syscall of an op is cut short by EINTR. A thread inherits its creator's mask.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    auto* self = new std::shared_ptr<ns_worker>(shared_from_this());
+    int rc = pthread_create(&thread_, &attr, &ns_worker::trampoline, self);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        delete self;
+        return {rc, boost::system::system_category()};
+    }
+    joinable_ = true;
+    return {};
+}
+
+void* ns_worker::trampoline(void* arg)
+{
+    // The thread holds its worker alive: a wedged worker outlives the pool's interest in it.
+    std::unique_ptr<std::shared_ptr<ns_worker>> self(static_cast<std::shared_ptr<ns_worker>*>(arg));
+    (*self)->thread_main();
+    return nullptr;
+}
+
+std::optional<op_error> ns_worker::enter()
+{
+    // The thread's own host procfs entry, opened before setns: inside a container's mount
+    // namespace /proc is the container's procfs, where this tid does not exist.
+    procfs_.reset(::open("/proc/thread-self", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!procfs_)
+        return os_failure(errno, "open /proc/thread-self");
+    // A mount-namespace setns is refused (EINVAL) in a multi-threaded process unless this
+    // thread stops sharing its fs_struct (root, cwd, umask) with the others first.
+    if (id_.type == ns_type::mnt && ::unshare(CLONE_FS) < 0)
+        return os_failure(errno, "unshare(CLONE_FS)");
+    // Always the explicit type: RestrictNamespaces= in the unit refuses setns(fd, 0).
+    if (::setns(nsfd_.get(), clone_flag(id_.type)) < 0)
+        return os_failure(errno, "setns");
+    if (!in_place())
+        return agent_failure(errc::internal, "setns returned success but the thread is not in " + to_string(id_));
+    return std::nullopt;
+}
+
+bool ns_worker::in_place() const
+{
+    struct stat st {};
+    const char* link = id_.type == ns_type::net ? "ns/net" : "ns/mnt";
+    return ::fstatat(procfs_.get(), link, &st, 0) == 0 && static_cast<std::uint64_t>(st.st_ino) == id_.ino &&
+           static_cast<std::uint64_t>(st.st_dev) == id_.dev;
+}
+
+void ns_worker::thread_main()
+{
+    tid_ = ::gettid();
+    auto failure = enter();
+    env_ = worker_env{id_, procfs_.get(), tid_.load()};
+    auto self = shared_from_this();
+    boost::asio::post(pool_.home(), [self, failure] { self->pool_.on_started(self, failure); });
+    if (failure)
+        return;
+    io_.run();
+    if (abandoned_)
+        return; // wedged and detached: the pool no longer waits for this thread
+    boost::asio::post(pool_.home(), [self] { self->pool_.on_exited(self); });
+}
+
+bool ns_worker::submit(request_ptr r)
+{
+    std::lock_guard lk(mu_);
+    if (queue_.size() >= queue_depth_)
+        return false;
+    queue_.push_back(std::move(r));
+    // One wake-up drains everything queued by then: a burst costs one wake, not one per request.
+    if (!wake_posted_) {
+        wake_posted_ = true;
+        boost::asio::post(io_, [this] { drain(); });
+    }
+    return true;
+}
+
+std::size_t ns_worker::queued() const
+{
+    std::lock_guard lk(mu_);
+    return queue_.size();
+}
+
+std::vector<ns_worker::request_ptr> ns_worker::take_queue()
+{
+    std::lock_guard lk(mu_);
+    std::vector<request_ptr> out(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+    queue_.clear();
+    active -= std::min(active, out.size());
+    return out;
+}
+
+void ns_worker::retire()
+{
+    state_ = state::retiring;
+    // Posted after any pending drain(), so queued requests still run first.
+    boost::asio::post(io_, [this] { guard_.reset(); });
+}
+
+std::vector<ns_worker::request_ptr> ns_worker::wedge()
+{
+    state_ = state::wedged;
+    abandoned_ = true;
+    auto taken = take_queue();
+    boost::asio::post(io_, [this] { guard_.reset(); });
+    if (joinable_) {
+        pthread_detach(thread_);
+        joinable_ = false;
+    }
+    return taken;
+}
+
+void ns_worker::join()
+{
+    if (joinable_) {
+        pthread_join(thread_, nullptr);
+        joinable_ = false;
+    }
+}
+
+void ns_worker::drain()
+{
+    auto self = shared_from_this();
+    for (;;) {
+        request_ptr r;
+        {
+            std::lock_guard lk(mu_);
+            if (queue_.empty()) {
+                wake_posted_ = false;
+                return;
+            }
+            r = std::move(queue_.front());
+            queue_.pop_front();
+        }
+        // Never serve from anywhere but the target. A worker that finds itself elsewhere hands
+        // the request back and retires; the pool gives the namespace a fresh worker.
+        if (!in_place()) {
+            {
+                std::lock_guard lk(mu_);
+                queue_.push_front(std::move(r));
+                wake_posted_ = false;
+            }
+            boost::asio::post(pool_.home(), [self] { self->pool_.on_misplaced(self); });
+            return;
+        }
+        // A request whose deadline passed while queued never runs; its timer answers it.
+        if (clock::now() < r->deadline && r->try_start()) {
+            op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
+            try {
+                r->result = r->spec->fn(ctx);
+            } catch (const std::exception& e) {
+                r->result = agent_failure(errc::internal, std::string("exception: ") + e.what());
+            } catch (...) {
+                r->result = agent_failure(errc::internal, "unknown exception");
+            }
+            r->reply_fds = std::move(ctx.reply_fds);
+            r->op_returned.store(true, std::memory_order_release);
+            ops_.fetch_add(1, std::memory_order_relaxed);
+            if (!*r->result)
+                errors_.fetch_add(1, std::memory_order_relaxed);
+        }
+        boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
+        if (abandoned_)
+            return;
+    }
+}
+
+} // namespace nsagent

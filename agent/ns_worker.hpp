@@ -1,0 +1,103 @@
+// A pinned worker: one OS thread that enters one namespace once, never leaves it, and runs
+// every op for that namespace. The seed's "single owner" for a thread-affine resource.
+#pragma once
+
+#include "ns_id.hpp"
+#include "op_registry.hpp"
+#include "pending_request.hpp"
+
+#include "nsagent/unique_fd.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace nsagent {
+
+class worker_pool;
+
+class ns_worker : public std::enable_shared_from_this<ns_worker> {
+public:
+    using clock = std::chrono::steady_clock;
+    using request_ptr = std::shared_ptr<pending_request>;
+    enum class state : std::uint8_t { starting, ready, retiring, wedged };
+
+    ns_worker(worker_pool& pool, ns_id id, unique_fd nsfd, std::size_t queue_depth);
+    ~ns_worker();
+    ns_worker(const ns_worker&) = delete;
+    ns_worker& operator=(const ns_worker&) = delete;
+
+    // I/O thread. Creates the pinned thread, which enters the namespace and then reports to
+    // worker_pool::on_started. Call it only from a thread in the agent's own namespaces: a
+    // thread inherits its creator's. Returns the pthread_create error.
+    boost::system::error_code start(std::size_t stack_bytes);
+
+    // I/O thread. Queues `r`; false when the queue holds queue_depth requests already.
+    bool submit(request_ptr r);
+    // I/O thread. Takes back every queued request (not the running one).
+    std::vector<request_ptr> take_queue();
+    // I/O thread. No more submits; the queue drains, then the thread exits and reports to
+    // worker_pool::on_exited.
+    void retire();
+    // I/O thread. The worker is stuck in an op past its deadline: it is never joined, and its
+    // thread exits on its own if the op ever returns. Takes back its queue.
+    std::vector<request_ptr> wedge();
+    // I/O thread, after on_exited or a failed start.
+    void join();
+
+    const ns_id& id() const noexcept { return id_; }
+    int ns_fd() const noexcept { return nsfd_.get(); }
+    pid_t tid() const noexcept { return tid_.load(std::memory_order_relaxed); }
+    state current() const noexcept { return state_.load(std::memory_order_relaxed); }
+    std::size_t queued() const;
+    std::uint64_t ops() const noexcept { return ops_.load(std::memory_order_relaxed); }
+    std::uint64_t errors() const noexcept { return errors_.load(std::memory_order_relaxed); }
+
+    // I/O thread bookkeeping, owned by the pool.
+    std::size_t active = 0;          // submitted and not yet left the worker
+    clock::time_point last_used = clock::now();
+    void mark_ready() noexcept { state_ = state::ready; }
+
+private:
+    static void* trampoline(void* arg);
+    void thread_main();
+    std::optional<op_error> enter();
+    bool in_place() const;
+    void drain();
+
+    worker_pool& pool_;
+    const ns_id id_;
+    const unique_fd nsfd_;
+    const std::size_t queue_depth_;
+
+    boost::asio::io_context io_{1};
+    std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_;
+    pthread_t thread_{};
+    bool joinable_ = false;
+
+    mutable std::mutex mu_;
+    std::deque<request_ptr> queue_;
+    bool wake_posted_ = false; // a drain() is posted and has not yet emptied the queue
+
+    std::atomic<state> state_{state::starting};
+    std::atomic<pid_t> tid_{0};
+    std::atomic<std::uint64_t> ops_{0}, errors_{0};
+    std::atomic<bool> abandoned_{false}; // wedged: stop after the running op
+    unique_fd procfs_;                  // worker thread only
+    worker_env env_;                    // worker thread only
+};
+
+std::string_view to_string(ns_worker::state s) noexcept;
+
+} // namespace nsagent

@@ -1,0 +1,108 @@
+// nsagentd: parse flags, load config, bind the socket, build the agent, run. Nothing else.
+#include "agent.hpp"
+#include "config.hpp"
+#include "log.hpp"
+#include "op_registry.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+using namespace nsagent;
+
+int main(int argc, char** argv)
+{
+    CLI::App app{"nsagentd: runs operations inside network and mount namespaces for its clients,\n"
+                 "one pinned thread per namespace, served over a Unix socket (NDJSON; see docs/protocol.md)."};
+    std::string socket_path;
+    std::string config_path = "/etc/nsagent/nsagent.json";
+    bool verbose = false;
+    auto* sock_opt = app.add_option("--socket", socket_path,
+                                    "Listening socket path (default: $NSAGENT_SOCKET, else the config's \"socket\", "
+                                    "else /run/nsagent/nsagent.sock)");
+    auto* cfg_opt = app.add_option("--config", config_path,
+                                   "JSON config file; a missing default file means defaults (default: "
+                                   "/etc/nsagent/nsagent.json)");
+    app.add_flag("-v,--verbose", verbose, "Log per-connection and per-worker debug events");
+    app.footer("Signals: SIGTERM/SIGINT drain in-flight work (drain_timeout_ms), then exit 0.\n"
+               "Exit status: 0 after a drain, 1 on a startup error (bad config, socket taken), 2 on usage.");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        return rc == 0 ? 0 : 2;
+    }
+    if (verbose)
+        set_log_level(log_level::debug);
+
+    // A client that vanishes must never kill the agent: writes use MSG_NOSIGNAL, and this
+    // covers everything else.
+    std::signal(SIGPIPE, SIG_IGN);
+
+    auto cfg = load_config(config_path, cfg_opt->count() > 0);
+    if (!cfg) {
+        std::fprintf(stderr, "nsagentd: config: %s\n", cfg.error().c_str());
+        return 1;
+    }
+    if (sock_opt->count())
+        cfg->socket_path = socket_path;
+    else if (const char* env = std::getenv("NSAGENT_SOCKET"); env && *env)
+        cfg->socket_path = env;
+
+    // Each worker holds a few fds (namespace, procfs entry, its event loop); raise the soft
+    // limit to the hard one so max_workers fits.
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    op_registry ops;
+    register_agent_ops(ops);
+    register_ns_ops(ops);
+#ifdef NSAGENT_TEST_OPS
+    register_test_ops(ops);
+#endif
+
+    unique_fd listener;
+    try {
+        listener = bind_listener(cfg->socket_path);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "nsagentd: %s\n", e.what());
+        return 1;
+    }
+    struct stat bound {};
+    ::fstat(listener.get(), &bound);
+    struct stat sock_file {};
+    ::stat(cfg->socket_path.c_str(), &sock_file);
+
+    std::size_t wedged = 0;
+    {
+        boost::asio::io_context io{1};
+        agent a(io, *cfg, ops, std::move(listener));
+        a.start();
+        log_event(log_level::notice, "listening", kv("socket", cfg->socket_path) + kv("pid", ::getpid()));
+        io.run();
+        wedged = a.wedged_workers() + a.pool().live().size() + a.pool().retiring();
+        // Remove the socket file only if it is still the one this agent created.
+        struct stat now {};
+        if (::stat(cfg->socket_path.c_str(), &now) == 0 && now.st_ino == sock_file.st_ino && now.st_dev == sock_file.st_dev)
+            ::unlink(cfg->socket_path.c_str());
+        if (wedged > 0) {
+            // Wedged (or not yet joined) threads may still touch agent state when their op
+            // returns: leave without running destructors under them.
+            log_event(log_level::warning, "exit_with_wedged_workers", kv("wedged", static_cast<long long>(wedged)));
+            std::_Exit(0);
+        }
+    }
+    log_event(log_level::notice, "exit");
+    return 0;
+}

@@ -1,0 +1,277 @@
+// nsctl: the operator's command line for nsagentd. Human tables by default, raw JSON with --json.
+#include "nsagent/client.hpp"
+#include "nsagent/protocol.hpp"
+#include "nsagent/selector.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace json = boost::json;
+using namespace nsagent;
+
+namespace {
+
+// Exit statuses, documented in --help.
+constexpr int exit_ok = 0, exit_op_error = 1, exit_usage = 2, exit_unreachable = 3;
+
+struct options {
+    std::string socket = default_socket_path();
+    bool json_out = false;
+    int timeout_ms = 30000;
+    std::string type;
+};
+
+struct usage_error {
+    std::string what;
+};
+
+// Prints rows as aligned columns, the first row being the header.
+void print_table(const std::vector<std::vector<std::string>>& rows)
+{
+    std::vector<std::size_t> width;
+    for (auto& r : rows)
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            if (width.size() <= i)
+                width.push_back(0);
+            width[i] = std::max(width[i], r[i].size());
+        }
+    for (auto& r : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            line += r[i];
+            if (i + 1 < r.size())
+                line += std::string(width[i] - r[i].size() + 2, ' ');
+        }
+        std::cout << line << '\n';
+    }
+}
+
+std::string text(const json::value& v)
+{
+    if (v.is_string())
+        return std::string(v.get_string());
+    if (v.is_null())
+        return "-";
+    return json::serialize(v);
+}
+
+std::string at(const json::object& o, std::string_view k)
+{
+    auto* v = o.if_contains(k);
+    return v ? text(*v) : "-";
+}
+
+class session {
+public:
+    explicit session(const options& o) : opt_(o) {}
+
+    // Runs one op and returns its result, or exits the process with the right status.
+    json::value call(std::string op, std::optional<selector> ns = {}, json::object args = {})
+    {
+        if (!cl_) {
+            auto c = client::connect(opt_.socket);
+            if (!c) {
+                std::fprintf(stderr, "nsctl: cannot reach the agent at %s: %s\n", opt_.socket.c_str(),
+                             c.error().message().c_str());
+                std::exit(exit_unreachable);
+            }
+            cl_.emplace(std::move(*c));
+        }
+        json::object req{{"op", op}};
+        if (ns)
+            req["ns"] = to_json(*ns);
+        if (!args.empty())
+            req["args"] = std::move(args);
+        req["timeout_ms"] = opt_.timeout_ms;
+        auto f = cl_->call(std::move(req), {}, opt_.timeout_ms + 5000);
+        if (!f) {
+            std::fprintf(stderr, "nsctl: lost the agent at %s during %s: %s\n", opt_.socket.c_str(), op.c_str(),
+                         f.error().message().c_str());
+            std::exit(exit_unreachable);
+        }
+        if (!f->ok()) {
+            if (opt_.json_out)
+                std::cout << json::serialize(f->value) << '\n';
+            std::fprintf(stderr, "nsctl: %s: %s\n", f->error_code().c_str(), f->error_message().c_str());
+            std::exit(exit_op_error);
+        }
+        return f->value.at("result");
+    }
+
+    bool raw(const json::value& result)
+    {
+        if (opt_.json_out)
+            std::cout << json::serialize(result) << '\n';
+        return opt_.json_out;
+    }
+
+private:
+    const options& opt_;
+    std::optional<client> cl_;
+};
+
+selector ns_arg(const std::string& arg, const options& o)
+{
+    std::optional<ns_type> type;
+    if (!o.type.empty()) {
+        type = ns_type_from_string(o.type);
+        if (!type)
+            throw usage_error{"--type must be net or mnt"};
+    } else if (arg.rfind("pid:", 0) == 0) {
+        type = ns_type::net; // the common case; --type mnt for the mount namespace
+    }
+    std::string err;
+    auto s = parse_selector_arg(arg, type, err);
+    if (!s)
+        throw usage_error{err};
+    return *s;
+}
+
+void cmd_hello(session& s)
+{
+    auto r = s.call("agent.hello");
+    if (s.raw(r))
+        return;
+    auto& o = r.as_object();
+    std::cout << "protocol " << at(o, "protocol") << ", nsagentd " << at(o, "version") << "\n\n";
+    std::vector<std::vector<std::string>> rows{{"OP", "CLASS"}};
+    for (auto& op : o.at("ops").as_array())
+        rows.push_back({at(op.as_object(), "name"), at(op.as_object(), "class")});
+    print_table(rows);
+}
+
+void cmd_ping(session& s)
+{
+    auto r = s.call("agent.ping");
+    if (!s.raw(r))
+        std::cout << "pong\n";
+}
+
+void cmd_stats(session& s)
+{
+    auto r = s.call("agent.stats");
+    if (s.raw(r))
+        return;
+    auto& o = r.as_object();
+    std::cout << "threads " << at(o, "threads") << " (base " << at(o, "base_threads") << " + "
+              << o.at("workers").as_array().size() << " workers; " << at(o, "wedged") << " wedged, "
+              << at(o, "retiring") << " retiring)  connections " << at(o, "connections") << "  in flight "
+              << at(o, "inflight") << "  requests " << at(o, "requests") << "\n";
+    auto& ws = o.at("workers").as_array();
+    if (ws.empty())
+        return;
+    std::cout << '\n';
+    std::vector<std::vector<std::string>> rows{{"NS", "TID", "STATE", "QUEUE", "OPS", "ERRORS", "IDLE"}};
+    for (auto& w : ws) {
+        auto& wo = w.as_object();
+        auto& ns = wo.at("ns").as_object();
+        rows.push_back({at(ns, "type") + ":[" + at(ns, "ino") + "]", at(wo, "tid"), at(wo, "state"),
+                        at(wo, "queue_depth"), at(wo, "ops"), at(wo, "errors"), at(wo, "idle_ms") + "ms"});
+    }
+    print_table(rows);
+}
+
+void cmd_ls(session& s)
+{
+    auto r = s.call("ns.list");
+    if (s.raw(r))
+        return;
+    std::vector<std::vector<std::string>> rows{{"TYPE", "INODE", "NAMES", "PIDS", "WORKER"}};
+    for (auto& e : r.as_array()) {
+        auto& o = e.as_object();
+        std::string names;
+        for (auto& n : o.at("names").as_array())
+            names += (names.empty() ? "" : ",") + text(n);
+        auto& pids = o.at("pids").as_array();
+        std::string p = pids.empty() ? "-" : std::to_string(pids.size()) + " (first " + text(pids.front()) + ")";
+        rows.push_back({at(o, "type"), at(o, "ino"), names.empty() ? "-" : names, p,
+                        o.at("worker").as_bool() ? "yes" : "-"});
+    }
+    print_table(rows);
+}
+
+void cmd_ns_ping(session& s, const selector& sel)
+{
+    auto r = s.call("ns.ping", sel);
+    if (s.raw(r))
+        return;
+    auto& o = r.as_object();
+    std::cout << describe(sel) << ": served by worker tid " << at(o, "tid") << " in inode " << at(o, "ino") << "\n";
+}
+
+void cmd_ns_release(session& s, const selector& sel)
+{
+    auto r = s.call("ns.release", sel);
+    if (s.raw(r))
+        return;
+    std::cout << describe(sel) << ": "
+              << (r.as_object().at("released").as_bool() ? "worker released" : "no worker held it") << "\n";
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    options o;
+    CLI::App app{"nsctl: talk to nsagentd, which runs operations inside network and mount namespaces.\n\n"
+                 "NS arguments: NAME (/run/netns/NAME, network only), pid:PID (a process's namespace;\n"
+                 "--type picks net or mnt, net by default), or a path such as /proc/PID/ns/mnt."};
+    app.fallthrough();
+    app.require_subcommand(1);
+    app.add_option("--socket", o.socket, "Agent socket (default: $NSAGENT_SOCKET, else /run/nsagent/nsagent.sock)");
+    app.add_flag("--json", o.json_out, "Print the raw JSON result instead of a table (before or after the command)");
+    app.add_option("--timeout", o.timeout_ms, "Deadline for each request, in ms")->check(CLI::Range(1, 86400000));
+    app.footer("Exit status: 0 ok, 1 the operation failed (code and message on stderr), 2 usage error,\n"
+               "3 the agent could not be reached.\n\n"
+               "Examples:\n"
+               "  nsctl stats\n"
+               "  nsctl ns ping blue\n"
+               "  nsctl ns ping --type mnt pid:1234\n"
+               "  nsctl --json ls");
+
+    std::string ns_text;
+    auto* hello = app.add_subcommand("hello", "Protocol version, agent version and the op catalogue");
+    auto* ping = app.add_subcommand("ping", "Check that the agent answers");
+    auto* stats = app.add_subcommand("stats", "Threads, workers and counters (agent.stats)");
+    auto* ls = app.add_subcommand("ls", "Namespaces on the host, lsns-style, and which have a worker");
+    auto* ns = app.add_subcommand("ns", "Per-namespace commands");
+    ns->require_subcommand(1);
+    ns->add_option("--type", o.type, "Namespace type: net or mnt")->check(CLI::IsMember({"net", "mnt"}));
+    auto* ns_ping = ns->add_subcommand("ping", "Run an empty op on the namespace's pinned worker");
+    ns_ping->add_option("NS", ns_text, "The namespace")->required();
+    auto* ns_release = ns->add_subcommand("release", "Retire the namespace's worker; the agent stops pinning it");
+    ns_release->add_option("NS", ns_text, "The namespace")->required();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        return rc == 0 ? exit_ok : exit_usage;
+    }
+
+    try {
+        session s(o);
+        if (*hello)
+            cmd_hello(s);
+        else if (*ping)
+            cmd_ping(s);
+        else if (*stats)
+            cmd_stats(s);
+        else if (*ls)
+            cmd_ls(s);
+        else if (*ns_ping)
+            cmd_ns_ping(s, ns_arg(ns_text, o));
+        else if (*ns_release)
+            cmd_ns_release(s, ns_arg(ns_text, o));
+    } catch (const usage_error& e) {
+        std::fprintf(stderr, "nsctl: %s\n", e.what.c_str());
+        return exit_usage;
+    }
+    return exit_ok;
+}

@@ -1,0 +1,88 @@
+// The op catalogue: each op is one function plus one registration line in its domain's file
+// (agent_ops.cpp, ns_ops.cpp, ...). The dispatcher only looks ops up here.
+#pragma once
+
+#include "ns_id.hpp"
+
+#include "nsagent/error.hpp"
+#include "nsagent/protocol.hpp"
+#include "nsagent/unique_fd.hpp"
+
+#include <boost/json/value.hpp>
+#include <boost/system/result.hpp>
+
+#include <optional>
+#include <span>
+#include <string_view>
+#include <sys/types.h>
+#include <vector>
+
+namespace nsagent {
+
+class agent;
+class connection;
+
+// The access class of an op (policy rules grant classes; agent.hello lists them).
+enum class op_class { read, write, fd, capture };
+std::string_view to_string(op_class c) noexcept;
+
+// Where an op runs: on the agent's I/O thread (cheap, touches agent state) or on the pinned
+// worker of its namespace.
+enum class op_site { loop, worker };
+
+// Whether an op takes a namespace selector.
+enum class ns_need { none, required };
+
+// What a pinned worker knows about itself. Valid on that worker's thread.
+struct worker_env {
+    ns_id target;
+    int procfs_dir = -1; // O_PATH fd of the thread's host /proc/<pid>/task/<tid>, opened before setns
+    pid_t tid = 0;
+};
+
+// Everything an op may use. Which pointers are set depends on the op's site.
+struct op_context {
+    const request& req;
+    std::span<unique_fd> fds;           // the fds passed with the request, in order
+    const ns_id* ns = nullptr;          // the resolved namespace (ns_need::required)
+    const worker_env* worker = nullptr; // op_site::worker only
+    agent* host = nullptr;              // op_site::loop only
+    connection* conn = nullptr;         // op_site::loop only
+    std::vector<unique_fd> reply_fds;   // sent with the success frame (SCM_RIGHTS)
+};
+
+using op_result = boost::system::result<boost::json::value, op_error>;
+using op_fn = op_result (*)(op_context&);
+
+struct op_spec {
+    std::string_view name;
+    op_class cls;
+    op_site site;
+    ns_need ns;
+    std::optional<ns_type> type; // the namespace type the op needs; empty: either
+    op_fn fn;
+};
+
+class op_registry {
+public:
+    // Adds an op; a duplicate name is a programming error and throws.
+    void add(const op_spec& s);
+    const op_spec* find(std::string_view name) const noexcept;
+    std::span<const op_spec> all() const noexcept { return ops_; }
+
+private:
+    std::vector<op_spec> ops_; // few dozen entries: a sorted vector beats a map
+};
+
+// One per domain file.
+void register_agent_ops(op_registry& r);
+void register_ns_ops(op_registry& r);
+// Test builds only (nsagentd-test): fault and probe ops that release binaries must not have.
+void register_test_ops(op_registry& r);
+
+// Argument helpers for ops: bad_request naming the key when absent or of the wrong type.
+boost::system::result<std::int64_t, op_error> arg_int(const op_context& c, std::string_view key,
+                                                      std::optional<std::int64_t> fallback = std::nullopt);
+boost::system::result<std::string, op_error> arg_string(const op_context& c, std::string_view key);
+
+} // namespace nsagent

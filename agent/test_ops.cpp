@@ -1,0 +1,57 @@
+// test.*: fault and probe ops compiled only into nsagentd-test, never into release binaries.
+// They let the suite wedge, break and look inside a worker without mocking any syscall.
+#include "op_registry.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cerrno>
+#include <stdexcept>
+
+namespace json = boost::json;
+
+namespace nsagent {
+namespace {
+
+// Blocks the worker for `ms` in nanosleep, standing in for an uninterruptible syscall.
+op_result sleep_op(op_context& c)
+{
+    auto ms = arg_int(c, "ms");
+    if (!ms)
+        return ms.error();
+    timespec ts{static_cast<time_t>(*ms / 1000), static_cast<long>(*ms % 1000) * 1000000L};
+    while (::nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    return json::object{{"slept_ms", *ms}};
+}
+
+op_result throw_op(op_context&)
+{
+    throw std::runtime_error("test.throw was asked to throw");
+}
+
+// Whether `path` exists as the worker sees it, and whether /proc/thread-self resolves there.
+op_result probe_op(op_context& c)
+{
+    auto path = arg_string(c, "path");
+    if (!path)
+        return path.error();
+    struct stat st {};
+    bool exists = ::stat(path->c_str(), &st) == 0;
+    int err = exists ? 0 : errno;
+    bool thread_self = ::stat("/proc/thread-self/ns", &st) == 0;
+    return json::object{{"exists", exists}, {"errno", err}, {"proc_thread_self", thread_self}};
+}
+
+} // namespace
+
+void register_test_ops(op_registry& r)
+{
+    r.add({"test.sleep", op_class::read, op_site::worker, ns_need::required, {}, &sleep_op});
+    r.add({"test.throw", op_class::read, op_site::worker, ns_need::required, {}, &throw_op});
+    r.add({"test.probe", op_class::read, op_site::worker, ns_need::required, {}, &probe_op});
+}
+
+} // namespace nsagent

@@ -1,0 +1,207 @@
+// Worker lifecycle: start on first use, and every way of retiring.
+#include "worker_pool.hpp"
+
+#include "log.hpp"
+
+#include <fcntl.h>
+
+namespace nsagent {
+namespace {
+
+std::string worker_fields(const ns_worker& w)
+{
+    return kv("ns", to_string(w.id())) + kv("tid", w.tid());
+}
+
+} // namespace
+
+worker_pool::worker_pool(boost::asio::io_context& home, const config& cfg, completion done, failure fail)
+    : home_(home), cfg_(cfg), done_(std::move(done)), fail_(std::move(fail))
+{
+}
+
+worker_pool::~worker_pool() = default;
+
+const worker_pool::worker_ptr* worker_pool::find(const ns_id& id) const
+{
+    auto it = live_.find(id);
+    return it == live_.end() ? nullptr : &it->second;
+}
+
+worker_pool::worker_ptr worker_pool::start_worker(ns_id id, unique_fd fd, std::optional<op_error>& err)
+{
+    auto w = std::make_shared<ns_worker>(*this, id, std::move(fd), cfg_.queue_depth);
+    if (auto ec = w->start(cfg_.worker_stack_kib * 1024)) {
+        err = os_failure(ec.value(), "pthread_create");
+        return nullptr;
+    }
+    ++started_;
+    live_.emplace(id, w);
+    return w;
+}
+
+bool worker_pool::make_room()
+{
+    if (live_.size() < cfg_.max_workers)
+        return true;
+    // The thread budget: at the cap, the least recently used idle worker makes room.
+    worker_ptr lru;
+    for (auto& [id, w] : live_)
+        if (w->active == 0 && w->current() == ns_worker::state::ready && (!lru || w->last_used < lru->last_used))
+            lru = w;
+    if (!lru)
+        return false;
+    retire(lru, "lru");
+    return true;
+}
+
+std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r)
+{
+    worker_ptr w;
+    if (auto* found = find(h.id)) {
+        w = *found;
+    } else {
+        if (!make_room())
+            return agent_failure(errc::busy, "max_workers (" + std::to_string(cfg_.max_workers) +
+                                                 ") reached and every worker is busy");
+        std::optional<op_error> err;
+        w = start_worker(h.id, std::move(h.fd), err);
+        if (!w)
+            return err;
+    }
+    r->worker = w;
+    if (!w->submit(r))
+        return agent_failure(errc::busy, "the worker's queue is full (queue_depth " +
+                                             std::to_string(cfg_.queue_depth) + ")");
+    ++w->active;
+    w->last_used = clock::now();
+    return std::nullopt;
+}
+
+void worker_pool::retire(const worker_ptr& w, const char* reason)
+{
+    live_.erase(w->id());
+    retiring_.insert(w);
+    ++retired_[reason];
+    w->retire();
+    log_event(log_level::info, "worker_retire", worker_fields(*w) + kv("reason", reason));
+}
+
+bool worker_pool::release(const ns_id& id)
+{
+    auto* w = find(id);
+    if (!w)
+        return false;
+    retire(*w, "released");
+    return true;
+}
+
+void worker_pool::sweep_idle(clock::time_point now)
+{
+    std::vector<worker_ptr> idle;
+    for (auto& [id, w] : live_)
+        if (w->active == 0 && w->current() == ns_worker::state::ready &&
+            now - w->last_used >= std::chrono::seconds(cfg_.idle_timeout_s))
+            idle.push_back(w);
+    for (auto& w : idle)
+        retire(w, "idle");
+}
+
+void worker_pool::retire_all()
+{
+    std::vector<worker_ptr> all;
+    for (auto& [id, w] : live_)
+        all.push_back(w);
+    for (auto& w : all)
+        retire(w, "shutdown");
+}
+
+void worker_pool::resubmit(const worker_ptr& old, std::vector<request_ptr> reqs, const char* why)
+{
+    if (reqs.empty())
+        return;
+    // A fresh worker for the same namespace, from a dup of the old one's fd: the namespace may
+    // have no other name left to reopen it by.
+    unique_fd fd(::fcntl(old->ns_fd(), F_DUPFD_CLOEXEC, 3));
+    ns_handle h{old->id(), std::move(fd), {}};
+    for (auto& r : reqs) {
+        if (r->current() == pending_request::state::finished)
+            continue;
+        std::optional<op_error> err;
+        if (!h.fd && !find(h.id))
+            err = os_failure(errno, std::string("dup namespace fd after ") + why);
+        else
+            err = submit(h, r);
+        if (err)
+            fail_(r, *err);
+    }
+}
+
+void worker_pool::mark_wedged(const worker_ptr& w)
+{
+    if (w->current() == ns_worker::state::wedged)
+        return;
+    auto it = live_.find(w->id());
+    if (it != live_.end() && it->second == w)
+        live_.erase(it);
+    retiring_.erase(w);
+    wedged_.insert(w);
+    ++retired_["wedged"];
+    auto queued = w->wedge();
+    log_event(log_level::warning, "worker_wedged", worker_fields(*w) + kv("requeued", static_cast<long long>(queued.size())));
+    resubmit(w, std::move(queued), "wedge");
+}
+
+void worker_pool::on_started(const worker_ptr& w, const std::optional<op_error>& failure)
+{
+    if (!failure) {
+        if (w->current() == ns_worker::state::starting)
+            w->mark_ready();
+        log_event(log_level::info, "worker_start", worker_fields(*w));
+        return;
+    }
+    // A failed start leaves no thread behind: join it now (it is returning), then fail what
+    // was queued for it with the reason.
+    auto it = live_.find(w->id());
+    if (it != live_.end() && it->second == w)
+        live_.erase(it);
+    retiring_.erase(w);
+    ++retired_["start_failed"];
+    w->join();
+    log_event(log_level::warning, "worker_start_failed", worker_fields(*w) + kv("error", failure->message));
+    for (auto& r : w->take_queue())
+        fail_(r, *failure);
+}
+
+void worker_pool::on_left(const worker_ptr& w, const request_ptr& r)
+{
+    if (w->active > 0)
+        --w->active;
+    w->last_used = clock::now();
+    if (r->op_returned.load(std::memory_order_acquire))
+        done_(r);
+    if (w->current() == ns_worker::state::wedged && wedged_.erase(w))
+        log_event(log_level::info, "worker_unwedged", worker_fields(*w));
+}
+
+void worker_pool::on_exited(const worker_ptr& w)
+{
+    w->join();
+    retiring_.erase(w);
+    log_event(log_level::debug, "worker_exit", worker_fields(*w));
+}
+
+void worker_pool::on_misplaced(const worker_ptr& w)
+{
+    log_event(log_level::err, "worker_misplaced", worker_fields(*w));
+    auto it = live_.find(w->id());
+    if (it != live_.end() && it->second == w)
+        live_.erase(it);
+    ++retired_["misplaced"];
+    retiring_.insert(w);
+    auto queued = w->take_queue();
+    w->retire();
+    resubmit(w, std::move(queued), "misplaced worker");
+}
+
+} // namespace nsagent
