@@ -1,0 +1,587 @@
+// Against a running agent (nsagentd-test) and real namespaces.
+#include "agent.hpp"
+
+#include "support/test_env.hpp"
+
+#include "nsagent/protocol.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <thread>
+
+namespace json = boost::json;
+using namespace nsagent;
+using namespace nsagent::test;
+
+namespace {
+
+class Agent : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        if (!is_root())
+            GTEST_SKIP() << "needs root: namespaces and setns";
+    }
+};
+
+std::int64_t tid_of(const frame& f)
+{
+    return result_of(f).at("tid").as_int64();
+}
+
+json::object worker_of(client& c, std::uint64_t ino)
+{
+    auto s = stats(c);
+    for (auto& w : s.at("workers").as_array())
+        if (u64(w.at("ns").at("ino")) == ino)
+            return w.as_object();
+    return {};
+}
+
+// Sends raw lines (pipelined) and collects `n` frames in arrival order.
+std::vector<frame> pipeline(client& c, const std::vector<std::string>& lines, std::size_t n)
+{
+    for (auto& l : lines)
+        EXPECT_FALSE(c.send_line(l));
+    std::vector<frame> out;
+    while (out.size() < n) {
+        auto f = c.next_frame(20000);
+        if (!f) {
+            ADD_FAILURE() << "transport: " << f.error().message();
+            break;
+        }
+        out.push_back(std::move(*f));
+    }
+    return out;
+}
+
+const frame* by_id(const std::vector<frame>& fs, const json::value& id)
+{
+    for (auto& f : fs)
+        if (f.value.at("id") == id)
+            return &f;
+    return nullptr;
+}
+
+TEST_F(Agent, OneWorkerServesEveryRequestAndEverySelectorOfANamespace)
+{
+    netns n;
+    holder inside("exec ip netns exec " + n.name() + " sh -c 'echo ready; exec sleep 600'");
+    agent_process a;
+    auto c = a.connect();
+    auto first = call(c, "ns.ping", net_ns(n.name()));
+    auto r = result_of(first);
+    EXPECT_EQ(u64(r.at("ino")), n.ino());
+    auto tid = tid_of(first);
+    EXPECT_EQ(tid_of(call(c, "ns.ping", net_ns(n.name()))), tid);
+    EXPECT_EQ(tid_of(call(c, "ns.ping", {{"path", n.path()}})), tid);
+    EXPECT_EQ(tid_of(call(c, "ns.ping", pid_ns("net", inside.pid()))), tid);
+    EXPECT_EQ(tid_of(call(c, "ns.ping", {{"type", "net"}, {"path", "/proc/" + std::to_string(inside.pid()) + "/ns/net"}})), tid);
+    EXPECT_EQ(stats(c).at("workers").as_array().size(), 1u);
+}
+
+TEST_F(Agent, DifferentNamespacesGetDifferentWorkersEachInsideItsTarget)
+{
+    netns n1, n2;
+    agent_process a;
+    auto c = a.connect();
+    auto r1 = result_of(call(c, "ns.ping", net_ns(n1.name())));
+    auto r2 = result_of(call(c, "ns.ping", net_ns(n2.name())));
+    EXPECT_NE(r1.at("tid"), r2.at("tid"));
+    EXPECT_EQ(u64(r1.at("ino")), n1.ino());
+    EXPECT_EQ(u64(r2.at("ino")), n2.ino());
+    // The kernel agrees: each worker task's own ns link is its target.
+    for (auto& [r, ino] : {std::pair{r1, n1.ino()}, std::pair{r2, n2.ino()}}) {
+        struct stat st {};
+        auto path = "/proc/" + std::to_string(a.pid()) + "/task/" + std::to_string(r.at("tid").as_int64()) + "/ns/net";
+        ASSERT_EQ(::stat(path.c_str(), &st), 0);
+        EXPECT_EQ(st.st_ino, ino);
+    }
+}
+
+TEST_F(Agent, AMountWorkerWorksInsideAContainerLikeHolder)
+{
+    mount_holder plain(false), container(true);
+    agent_process a;
+    auto c = a.connect();
+    for (auto* h : {&plain, &container}) {
+        auto ping = result_of(call(c, "ns.ping", pid_ns("mnt", h->pid())));
+        EXPECT_EQ(u64(ping.at("ino")), h->ino());
+        auto probe = result_of(call(c, "test.probe", pid_ns("mnt", h->pid()), {{"path", h->marker()}}));
+        EXPECT_EQ(probe.at("exists"), json::value(true)) << "the worker sees the private tmpfs";
+        struct stat st {};
+        EXPECT_NE(::stat(h->marker().c_str(), &st), 0) << "the host does not";
+    }
+    // In the container's procfs the agent's tid does not exist: /proc/thread-self is ENOENT
+    // there, which is why workers read through the procfs fd they opened before setns.
+    auto probe = result_of(call(c, "test.probe", pid_ns("mnt", container.pid()), {{"path", "/"}}));
+    EXPECT_EQ(probe.at("proc_thread_self"), json::value(false));
+}
+
+TEST_F(Agent, ANonexistentNamespaceIsNotFoundAndLeavesNoThread)
+{
+    agent_process a;
+    auto c = a.connect();
+    auto base = stats(c).at("base_threads").as_int64();
+    auto f = call(c, "ns.ping", net_ns("nsat-no-such-namespace"));
+    EXPECT_EQ(f.error_code(), "ns_not_found");
+    EXPECT_NE(f.error_message().find("nsat-no-such-namespace"), std::string::npos) << f.error_message();
+    EXPECT_NE(f.error_message().find("ns.ping"), std::string::npos) << f.error_message();
+    pid_t gone = ::fork();
+    if (gone == 0)
+        ::_exit(0);
+    ::waitpid(gone, nullptr, 0);
+    auto h = call(c, "ns.ping", pid_ns("net", gone));
+    EXPECT_EQ(h.error_code(), "ns_not_found") << h.error_message();
+    EXPECT_TRUE(wait_until([&] { return a.thread_count() == base; }));
+    EXPECT_TRUE(stats(c).at("workers").as_array().empty());
+}
+
+TEST_F(Agent, AFullQueueAnswersBusy)
+{
+    netns n;
+    agent_process a({{"queue_depth", 2}});
+    auto c = a.connect();
+    auto ns = json::serialize(net_ns(n.name()));
+    auto frames = pipeline(c,
+                           {R"({"id":1,"op":"test.sleep","args":{"ms":700},"ns":)" + ns + "}",
+                            R"({"id":2,"op":"ns.ping","ns":)" + ns + "}", R"({"id":3,"op":"ns.ping","ns":)" + ns + "}",
+                            R"({"id":4,"op":"ns.ping","ns":)" + ns + "}"},
+                           4);
+    // The sleep may still be queued when 4 arrives (the worker starting), so 2 or 3 fit.
+    int busy = 0;
+    for (auto& f : frames)
+        busy += f.error_code() == "busy";
+    EXPECT_GE(busy, 1);
+    ASSERT_TRUE(by_id(frames, json::value(4)));
+    EXPECT_EQ(by_id(frames, json::value(4))->error_code(), "busy");
+    EXPECT_TRUE(by_id(frames, json::value(1))->ok());
+}
+
+TEST_F(Agent, APastDeadlineAnswersTimeoutAndTheRequestNeverRuns)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok());
+    auto ns = json::serialize(net_ns(n.name()));
+    auto frames = pipeline(c,
+                           {R"({"id":1,"op":"test.sleep","args":{"ms":600},"ns":)" + ns + "}",
+                            R"({"id":2,"op":"ns.ping","timeout_ms":50,"ns":)" + ns + "}"},
+                           2);
+    ASSERT_EQ(frames[0].value.at("id"), json::value(2)) << "the timeout comes before the sleep ends";
+    EXPECT_EQ(frames[0].error_code(), "timeout");
+    EXPECT_NE(frames[0].error_message().find("queued"), std::string::npos);
+    EXPECT_TRUE(frames[1].ok());
+    // ops counts what ran: the first ping and the sleep, not the timed-out ping.
+    EXPECT_TRUE(wait_until([&] { return worker_of(c, n.ino()).at("active").as_int64() == 0; }));
+    EXPECT_EQ(worker_of(c, n.ino()).at("ops").as_int64(), 2);
+}
+
+TEST_F(Agent, ADisconnectCancelsQueuedRequests)
+{
+    netns n;
+    agent_process a;
+    auto observer = a.connect();
+    {
+        auto c = a.connect();
+        auto ns = json::serialize(net_ns(n.name()));
+        ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":400},"ns":)" + ns + "}"));
+        for (int i = 2; i < 6; ++i)
+            ASSERT_FALSE(c.send_line(R"({"id":)" + std::to_string(i) + R"(,"op":"ns.ping","ns":)" + ns + "}"));
+        // The requests are read before the close is seen: wait until they are in flight.
+        ASSERT_TRUE(wait_until([&] { return stats(observer).at("inflight").as_int64() >= 6; }));
+    }
+    ASSERT_TRUE(wait_until([&] {
+        auto w = worker_of(observer, n.ino());
+        return !w.empty() && w.at("active").as_int64() == 0;
+    }));
+    EXPECT_EQ(worker_of(observer, n.ino()).at("ops").as_int64(), 1) << "only the running sleep ran";
+}
+
+TEST_F(Agent, CancelEndsAQueuedRequestWithOneFinalFrame)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto ns = json::serialize(net_ns(n.name()));
+    auto frames = pipeline(c,
+                           {R"({"id":"s","op":"test.sleep","args":{"ms":500},"ns":)" + ns + "}",
+                            R"({"id":"p","op":"ns.ping","ns":)" + ns + "}",
+                            R"({"id":"c","op":"agent.cancel","args":{"id":"p"}})",
+                            R"({"id":"c2","op":"agent.cancel","args":{"id":"nope"}})"},
+                           4);
+    EXPECT_EQ(frames[0].value.at("id"), json::value("p"));
+    EXPECT_EQ(frames[0].error_code(), "cancelled");
+    EXPECT_EQ(result_of(*by_id(frames, json::value("c"))).at("cancelled"), json::value(true));
+    EXPECT_EQ(result_of(*by_id(frames, json::value("c2"))).at("cancelled"), json::value(false));
+    EXPECT_TRUE(by_id(frames, json::value("s"))->ok());
+    // Nothing more for "p": exactly one final frame.
+    EXPECT_FALSE(c.next_frame(300));
+}
+
+TEST_F(Agent, AWedgedWorkerIsReplacedAndDrainDoesNotWaitForIt)
+{
+    netns n;
+    agent_process a({{"drain_timeout_ms", 500}});
+    auto c = a.connect();
+    auto before = tid_of(call(c, "ns.ping", net_ns(n.name())));
+    auto f = call(c, "test.sleep", net_ns(n.name()), {{"ms", 120000}}, 200);
+    EXPECT_EQ(f.error_code(), "timeout");
+    EXPECT_NE(f.error_message().find("running"), std::string::npos);
+    auto s = stats(c);
+    EXPECT_EQ(s.at("wedged").as_int64(), 1);
+    auto after = tid_of(call(c, "ns.ping", net_ns(n.name())));
+    EXPECT_NE(after, before) << "a fresh worker serves the namespace";
+    EXPECT_EQ(stats(c).at("threads").as_int64(), stats(c).at("base_threads").as_int64() + 2)
+        << "base + one live worker + one wedged";
+    // The wedged op sleeps for two minutes; the drain must not wait for it.
+    EXPECT_EQ(a.terminate(std::chrono::seconds(30)), 0) << a.log();
+}
+
+TEST_F(Agent, SigtermFinishesInFlightWorkThenExitsZero)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":700},"ns":)" + json::serialize(net_ns(n.name())) + "}"));
+    auto observer = a.connect();
+    ASSERT_TRUE(wait_until([&] { return !worker_of(observer, n.ino()).empty(); }));
+    ::kill(a.pid(), SIGTERM);
+    // New requests during the drain are refused; the one in flight completes.
+    bool refused = false;
+    for (int i = 0; i < 100 && !refused; ++i) {
+        auto f = c.call({{"op", "agent.ping"}}, {}, 5000);
+        ASSERT_TRUE(f) << f.error().message();
+        refused = f->error_code() == "shutting_down";
+        if (!refused)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(refused);
+    auto done = c.next_frame(10000);
+    ASSERT_TRUE(done) << done.error().message();
+    EXPECT_EQ(done->value.at("id"), json::value(1));
+    EXPECT_TRUE(done->ok());
+    EXPECT_EQ(a.wait_exit(std::chrono::seconds(20)), 0) << a.log();
+}
+
+TEST_F(Agent, WorkPastTheDrainDeadlineIsAnsweredShuttingDown)
+{
+    netns n;
+    agent_process a({{"drain_timeout_ms", 200}});
+    auto c = a.connect();
+    auto ns = json::serialize(net_ns(n.name()));
+    ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":3000},"ns":)" + ns + "}"));
+    ASSERT_FALSE(c.send_line(R"({"id":2,"op":"ns.ping","ns":)" + ns + "}"));
+    ASSERT_TRUE(wait_until([&] {
+        auto o = a.connect();
+        return stats(o).at("inflight").as_int64() >= 3;
+    }));
+    EXPECT_EQ(a.terminate(), 0) << a.log();
+    std::set<std::string> codes;
+    for (int i = 0; i < 2; ++i) {
+        auto f = c.next_frame(5000);
+        ASSERT_TRUE(f) << f.error().message();
+        codes.insert(f->error_code());
+    }
+    EXPECT_EQ(codes, (std::set<std::string>{"shutting_down"}));
+}
+
+TEST_F(Agent, PipelinedRequestsGetOutOfOrderReplies)
+{
+    netns slow, fast;
+    agent_process a;
+    auto c = a.connect();
+    auto frames = pipeline(c,
+                           {R"({"id":1,"op":"test.sleep","args":{"ms":400},"ns":)" + json::serialize(net_ns(slow.name())) + "}",
+                            R"({"id":2,"op":"ns.ping","ns":)" + json::serialize(net_ns(fast.name())) + "}",
+                            R"({"id":3,"op":"agent.ping"})"},
+                           3);
+    EXPECT_EQ(frames.back().value.at("id"), json::value(1));
+    for (auto& f : frames)
+        EXPECT_TRUE(f.ok());
+}
+
+TEST_F(Agent, ThreadsEqualBasePlusWorkersOnceSettled)
+{
+    netns n1, n2, n3;
+    agent_process a;
+    auto c = a.connect();
+    auto base = stats(c).at("base_threads").as_int64();
+    for (auto* n : {&n1, &n2, &n3})
+        ASSERT_TRUE(call(c, "ns.ping", net_ns(n->name())).ok());
+    EXPECT_TRUE(wait_until([&] { return a.thread_count() == base + 3; }));
+    auto s = stats(c);
+    EXPECT_EQ(s.at("workers").as_array().size(), 3u);
+    EXPECT_EQ(s.at("threads").as_int64(), base + 3);
+    ASSERT_TRUE(result_of(call(c, "ns.release", net_ns(n2.name()))).at("released").as_bool());
+    EXPECT_FALSE(result_of(call(c, "ns.release", net_ns(n2.name()))).at("released").as_bool());
+    EXPECT_TRUE(wait_until([&] { return a.thread_count() == base + 2; }));
+}
+
+TEST_F(Agent, IdleWorkersRetire)
+{
+    netns n;
+    agent_process a({{"idle_timeout_s", 1}});
+    auto c = a.connect();
+    auto base = stats(c).at("base_threads").as_int64();
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok());
+    EXPECT_TRUE(wait_until([&] { return stats(c).at("workers").as_array().empty(); }, std::chrono::seconds(15)));
+    EXPECT_TRUE(wait_until([&] { return a.thread_count() == base; }));
+    EXPECT_EQ(stats(c).at("retired").at("idle").as_int64(), 1);
+}
+
+TEST_F(Agent, AtMaxWorkersTheLeastRecentlyUsedIdleWorkerRetiresOrTheAnswerIsBusy)
+{
+    netns n1, n2, n3;
+    agent_process a({{"max_workers", 2}});
+    auto c = a.connect();
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n1.name())).ok());
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n2.name())).ok());
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n1.name())).ok()); // n2 is now the least recently used
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n3.name())).ok());
+    auto s = stats(c);
+    EXPECT_EQ(s.at("retired").at("lru").as_int64(), 1);
+    std::set<std::uint64_t> inos;
+    for (auto& w : s.at("workers").as_array())
+        inos.insert(u64(w.at("ns").at("ino")));
+    EXPECT_EQ(inos, (std::set<std::uint64_t>{n1.ino(), n3.ino()}));
+
+    // Nothing idle to retire: busy.
+    auto ns1 = json::serialize(net_ns(n1.name())), ns3 = json::serialize(net_ns(n3.name()));
+    auto frames = pipeline(c,
+                           {R"({"id":1,"op":"test.sleep","args":{"ms":500},"ns":)" + ns1 + "}",
+                            R"({"id":2,"op":"test.sleep","args":{"ms":500},"ns":)" + ns3 + "}",
+                            R"({"id":3,"op":"ns.ping","ns":)" + json::serialize(net_ns(n2.name())) + "}"},
+                           3);
+    EXPECT_EQ(by_id(frames, json::value(3))->error_code(), "busy");
+}
+
+TEST_F(Agent, AnExceptionInAnOpIsOneInternalReplyAndTheWorkerKeepsServing)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto tid = tid_of(call(c, "ns.ping", net_ns(n.name())));
+    auto f = call(c, "test.throw", net_ns(n.name()));
+    EXPECT_EQ(f.error_code(), "internal");
+    EXPECT_NE(f.error_message().find("test.throw was asked to throw"), std::string::npos);
+    EXPECT_EQ(tid_of(call(c, "ns.ping", net_ns(n.name()))), tid);
+}
+
+TEST_F(Agent, MalformedLinesGetBadRequestAndTheConnectionStaysOpen)
+{
+    agent_process a;
+    auto c = a.connect();
+    auto frames = pipeline(c,
+                           {"not json", "[]", R"({"op":"agent.ping"})", R"({"id":5,"op":"agent.ping","args":[]})",
+                            R"({"id":6,"op":"agent.ping","timeout_ms":0})", R"({"id":7,"op":"no.such"})",
+                            R"({"id":8,"op":"ns.ping"})", R"({"id":9,"op":"agent.ping","ns":{"type":"net","name":"x"}})",
+                            "", R"({"id":10,"op":"agent.ping"})"},
+                           9);
+    std::vector<std::string> codes;
+    for (auto& f : frames)
+        codes.push_back(f.error_code());
+    EXPECT_EQ(codes, (std::vector<std::string>{"bad_request", "bad_request", "bad_request", "bad_request", "bad_request",
+                                               "unknown_op", "bad_request", "bad_request", ""}));
+    EXPECT_TRUE(frames[0].value.at("id").is_null());
+    EXPECT_EQ(frames[3].value.at("id"), json::value(5));
+    EXPECT_TRUE(frames.back().ok());
+}
+
+TEST_F(Agent, AnOversizeLineIsTooLargeThenTheConnectionCloses)
+{
+    agent_process a({{"max_request_bytes", 1024}});
+    auto c = a.connect();
+    std::string big = R"({"id":1,"op":"agent.ping","args":{"pad":")" + std::string(4000, 'x') + "\"}}";
+    ASSERT_FALSE(c.send_line(big));
+    auto f = c.next_frame(5000);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->error_code(), "too_large");
+    auto eof = c.next_frame(5000);
+    ASSERT_FALSE(eof);
+    EXPECT_EQ(eof.error(), boost::system::error_code(ECONNRESET, boost::system::system_category()));
+    // The agent itself is fine.
+    auto d = a.connect();
+    EXPECT_TRUE(call(d, "agent.ping").ok());
+}
+
+TEST_F(Agent, ADuplicateInFlightIdIsRefused)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto ns = json::serialize(net_ns(n.name()));
+    auto frames = pipeline(c,
+                           {R"({"id":7,"op":"test.sleep","args":{"ms":300},"ns":)" + ns + "}",
+                            R"({"id":7,"op":"agent.ping"})", R"({"id":"7","op":"agent.ping"})"},
+                           3);
+    EXPECT_EQ(frames[0].error_code(), "bad_request");
+    EXPECT_EQ(frames[0].value.at("id"), json::value(7));
+    EXPECT_TRUE(frames[1].ok()) << "\"7\" is a different id from 7";
+    EXPECT_TRUE(frames[2].ok());
+    EXPECT_TRUE(call(c, "agent.ping").ok());
+}
+
+TEST_F(Agent, PassedFdsAreCountedAndANamespaceFdSelectsItsWorker)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto tid = tid_of(call(c, "ns.ping", net_ns(n.name())));
+    int fds_before = a.fd_count();
+
+    unique_fd nsfd(::open(n.path().c_str(), O_RDONLY | O_CLOEXEC));
+    int list[] = {nsfd.get()};
+    auto by_fd = c.call({{"op", "ns.ping"}, {"ns", {{"type", "net"}, {"fd", 0}}}}, list, 10000);
+    ASSERT_TRUE(by_fd);
+    EXPECT_EQ(tid_of(*by_fd), tid);
+
+    // Declared 1, sent none; declared 0, sent one: both bad_request, and the fd is closed.
+    ASSERT_FALSE(c.send_line(R"({"id":"m","op":"agent.ping","fds":1})"));
+    auto missing = c.next_frame(5000);
+    ASSERT_TRUE(missing);
+    EXPECT_EQ(missing->error_code(), "bad_request");
+    ASSERT_FALSE(c.send_line(R"({"id":"x","op":"agent.ping"})", list));
+    auto extra = c.next_frame(5000);
+    ASSERT_TRUE(extra);
+    EXPECT_EQ(extra->error_code(), "bad_request");
+    EXPECT_TRUE(wait_until([&] { return a.fd_count() == fds_before; })) << a.fd_count() << " vs " << fds_before;
+}
+
+TEST_F(Agent, SelectorGuardsAndTypesAreChecked)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    EXPECT_EQ(call(c, "ns.ping", {{"type", "net"}, {"name", n.name()}, {"ino", "1"}}).error_code(), "ns_mismatch");
+    EXPECT_TRUE(call(c, "ns.ping", {{"type", "net"}, {"name", n.name()}, {"ino", std::to_string(n.ino())}}).ok());
+    EXPECT_EQ(call(c, "ns.ping", {{"type", "mnt"}, {"path", n.path()}}).error_code(), "ns_type_mismatch");
+    EXPECT_EQ(call(c, "ns.ping", {{"path", "/etc/hostname"}}).error_code(), "bad_request");
+    EXPECT_TRUE(stats(c).at("workers").as_array().size() == 1);
+}
+
+TEST_F(Agent, AHalfClosedClientStillGetsItsReplies)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    ASSERT_FALSE(c.send_line(R"({"id":1,"op":"ns.ping","ns":)" + json::serialize(net_ns(n.name())) + "}"));
+    ASSERT_FALSE(c.send_line(R"({"id":2,"op":"agent.ping"})"));
+    ::shutdown(c.native_handle(), SHUT_WR); // what socat does at the end of its input
+    std::set<std::int64_t> ids;
+    for (int i = 0; i < 2; ++i) {
+        auto f = c.next_frame(5000);
+        ASSERT_TRUE(f);
+        EXPECT_TRUE(f->ok());
+        ids.insert(f->value.at("id").as_int64());
+    }
+    EXPECT_EQ(ids, (std::set<std::int64_t>{1, 2}));
+}
+
+TEST_F(Agent, HelloListsEveryOpWithItsClass)
+{
+    agent_process a;
+    auto c = a.connect();
+    auto r = result_of(call(c, "agent.hello"));
+    EXPECT_EQ(r.at("protocol"), json::value(1));
+    std::map<std::string, std::string> ops;
+    for (auto& o : r.at("ops").as_array())
+        ops[std::string(o.at("name").as_string())] = std::string(o.at("class").as_string());
+    EXPECT_EQ(ops.at("ns.ping"), "read");
+    EXPECT_EQ(ops.at("ns.release"), "write");
+    EXPECT_EQ(ops.at("agent.cancel"), "read");
+}
+
+TEST_F(Agent, NsListShowsNamesPidsAndWorkers)
+{
+    netns n;
+    holder inside("exec ip netns exec " + n.name() + " sh -c 'echo ready; exec sleep 600'");
+    agent_process a;
+    auto c = a.connect();
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok());
+    auto list = call(c, "ns.list");
+    ASSERT_TRUE(list.ok());
+    const json::object* mine = nullptr;
+    int seen = 0;
+    for (auto& e : list.value.at("result").as_array())
+        if (e.at("type") == json::value("net") && u64(e.at("ino")) == n.ino()) {
+            mine = &e.as_object();
+            ++seen;
+        }
+    ASSERT_EQ(seen, 1) << "deduplicated by identity";
+    EXPECT_EQ(mine->at("worker"), json::value(true));
+    EXPECT_EQ(mine->at("names").as_array(), json::array{json::value(n.name())});
+    bool has_pid = false;
+    for (auto& p : mine->at("pids").as_array())
+        has_pid |= p.as_int64() == inside.pid();
+    EXPECT_TRUE(has_pid);
+}
+
+TEST_F(Agent, StartupRefusesALiveSocketAndReplacesAStaleOne)
+{
+    agent_process a;
+    // A second agent on the same socket must refuse.
+    std::string out = sh_out(std::string(NSAGENT_TEST_AGENT) + " --socket " + a.socket() + " 2>&1; echo rc=$?");
+    EXPECT_NE(out.find("another agent is listening"), std::string::npos) << out;
+    EXPECT_NE(out.find("rc=1"), std::string::npos) << out;
+    auto c = a.connect();
+    EXPECT_TRUE(call(c, "agent.ping").ok()) << "the first agent still serves";
+
+    // A socket file nobody listens on is stale and replaced.
+    std::string stale = "/tmp/" + unique_name("stale") + ".sock";
+    {
+        unique_fd s(::socket(AF_UNIX, SOCK_STREAM, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, stale.c_str());
+        ASSERT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    }
+    std::string out2 = sh_out("timeout --preserve-status -s TERM 1 " + std::string(NSAGENT_TEST_AGENT) + " --socket " + stale + " 2>&1; echo rc=$?");
+    EXPECT_NE(out2.find("stale_socket_replaced"), std::string::npos) << out2;
+    EXPECT_NE(out2.find("rc=0"), std::string::npos) << out2;
+    ::unlink(stale.c_str());
+
+    // A regular file in the way is never deleted.
+    std::string file = "/tmp/" + unique_name("file");
+    sh("touch " + file);
+    std::string out3 = sh_out(std::string(NSAGENT_TEST_AGENT) + " --socket " + file + " 2>&1; echo rc=$?");
+    EXPECT_NE(out3.find("not a socket"), std::string::npos) << out3;
+    struct stat st {};
+    EXPECT_EQ(::stat(file.c_str(), &st), 0);
+    ::unlink(file.c_str());
+}
+
+TEST_F(Agent, TheSocketIsCreatedWithMode0660)
+{
+    agent_process a;
+    struct stat st {};
+    ASSERT_EQ(::stat(a.socket().c_str(), &st), 0);
+    EXPECT_TRUE(S_ISSOCK(st.st_mode));
+    EXPECT_EQ(st.st_mode & 0777, 0660u);
+}
+
+TEST_F(Agent, AnInvalidConfigIsAClearStartupError)
+{
+    std::string cfg = "/tmp/" + unique_name("cfg") + ".json";
+    sh("echo '{\"queue_depht\": 3}' > " + cfg);
+    std::string out = sh_out(std::string(NSAGENT_TEST_AGENT) + " --socket /tmp/" + unique_name("s") + ".sock --config " + cfg +
+                             " 2>&1; echo rc=$?");
+    ::unlink(cfg.c_str());
+    EXPECT_NE(out.find("unknown key \"queue_depht\""), std::string::npos) << out;
+    EXPECT_NE(out.find("rc=1"), std::string::npos) << out;
+}
+
+} // namespace

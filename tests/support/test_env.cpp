@@ -1,0 +1,299 @@
+// Real-kernel fixtures for the suite.
+#include "support/test_env.hpp"
+
+#include "nsagent/protocol.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace json = boost::json;
+
+namespace nsagent::test {
+
+std::string unique_name(const std::string& tag)
+{
+    static std::atomic<int> n{0};
+    return "nsat-" + std::to_string(::getpid()) + "-" + tag + std::to_string(n++);
+}
+
+int sh(const std::string& cmd)
+{
+    int st = std::system(cmd.c_str());
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::string sh_out(const std::string& cmd)
+{
+    std::string out;
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+        char buf[4096];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
+            out.append(buf, n);
+        ::pclose(p);
+    }
+    return out;
+}
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit)
+{
+    auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        if (pred())
+            return true;
+        if (std::chrono::steady_clock::now() >= end)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+}
+
+bool is_root()
+{
+    return ::geteuid() == 0;
+}
+
+netns::netns() : name_(unique_name("net"))
+{
+    if (sh("ip netns add " + name_) != 0)
+        throw std::runtime_error("ip netns add " + name_ + " failed");
+    sh("ip -n " + name_ + " link set lo up");
+}
+
+netns::~netns()
+{
+    sh("ip netns del " + name_ + " 2>/dev/null");
+}
+
+std::uint64_t netns::ino() const
+{
+    struct stat st {};
+    ::stat(path().c_str(), &st);
+    return st.st_ino;
+}
+
+holder::holder(const std::string& script)
+{
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) < 0)
+        throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+        // Dies with the test process, even when the test crashes before its destructors run.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        ::setpgid(0, 0);
+        ::dup2(out[1], 1);
+        ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    unique_fd rd(out[0]);
+    // The script says "ready" once its namespaces are set up; bounded by the pipe closing.
+    std::string got;
+    char c;
+    while (got.find("ready") == std::string::npos && ::read(rd.get(), &c, 1) == 1)
+        got += c;
+    if (got.find("ready") == std::string::npos) {
+        kill_now();
+        throw std::runtime_error("holder did not get ready: " + script);
+    }
+}
+
+holder::~holder()
+{
+    kill_now();
+}
+
+void holder::kill_now()
+{
+    if (pid_ <= 0)
+        return;
+    ::kill(-pid_, SIGKILL);
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+}
+
+std::uint64_t holder::ns_ino(const char* type) const
+{
+    struct stat st {};
+    ::stat(("/proc/" + std::to_string(pid_) + "/ns/" + type).c_str(), &st);
+    return st.st_ino;
+}
+
+mount_holder::mount_holder(bool container) : dir_("/tmp/" + unique_name("mnt"))
+{
+    ::mkdir(dir_.c_str(), 0755);
+    std::string setup = "mount -t tmpfs nsat " + dir_ + " && echo hi > " + dir_ + "/marker && echo ready && exec sleep 600";
+    // `exec unshare`: the holder's pid is unshare's, which is inside the new mount namespace.
+    // With -p -f --mount-proc, /proc there is the new pid namespace's procfs.
+    std::string cmd = container ? "exec unshare -m -p -f --kill-child --mount-proc --propagation private sh -c '" + setup + "'"
+                                : "exec unshare -m --propagation private sh -c '" + setup + "'";
+    h_.emplace(cmd);
+}
+
+mount_holder::~mount_holder()
+{
+    h_.reset();
+    ::rmdir(dir_.c_str());
+}
+
+agent_process::agent_process(json::object config)
+{
+    char tmpl[] = "/tmp/nsat-agent-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    socket_ = dir_ + "/nsagent.sock";
+    std::string cfg_path = dir_ + "/config.json";
+    std::ofstream(cfg_path) << json::serialize(config);
+    std::string log_path = dir_ + "/agent.log";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::execl(NSAGENT_TEST_AGENT, "nsagentd-test", "--socket", socket_.c_str(), "--config", cfg_path.c_str(),
+                "--verbose", static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    bool up = wait_until([&] { return static_cast<bool>(client::connect(socket_)); });
+    if (!up)
+        throw std::runtime_error("nsagentd-test did not come up; log:\n" + log());
+}
+
+agent_process::~agent_process()
+{
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    sh("rm -rf " + dir_);
+}
+
+client agent_process::connect() const
+{
+    auto c = client::connect(socket_);
+    if (!c)
+        throw std::runtime_error("connect " + socket_ + ": " + c.error().message());
+    return std::move(*c);
+}
+
+int agent_process::wait_exit(std::chrono::milliseconds limit)
+{
+    int status = -1;
+    bool done = wait_until(
+        [&] {
+            int st;
+            if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+                status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                return true;
+            }
+            return false;
+        },
+        limit);
+    if (done)
+        pid_ = -1;
+    return done ? status : -1;
+}
+
+int agent_process::terminate(std::chrono::milliseconds limit)
+{
+    ::kill(pid_, SIGTERM);
+    return wait_exit(limit);
+}
+
+std::string agent_process::log() const
+{
+    std::ifstream in(dir_ + "/agent.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+int agent_process::fd_count() const
+{
+    int n = 0;
+    if (DIR* d = ::opendir(("/proc/" + std::to_string(pid_) + "/fd").c_str())) {
+        while (dirent* e = ::readdir(d))
+            if (e->d_name[0] != '.')
+                ++n;
+        ::closedir(d);
+    }
+    return n;
+}
+
+int agent_process::thread_count() const
+{
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("Threads:", 0) == 0)
+            return std::stoi(line.substr(8));
+    return -1;
+}
+
+frame call(client& c, const std::string& op, json::object ns, json::object args, std::optional<int> timeout_ms)
+{
+    json::object req{{"op", op}};
+    if (!ns.empty())
+        req["ns"] = std::move(ns);
+    if (!args.empty())
+        req["args"] = std::move(args);
+    if (timeout_ms)
+        req["timeout_ms"] = *timeout_ms;
+    auto f = c.call(std::move(req), {}, 30000);
+    if (!f) {
+        ADD_FAILURE() << op << ": transport error " << f.error().message();
+        return {};
+    }
+    return std::move(*f);
+}
+
+json::object net_ns(const std::string& name)
+{
+    return {{"type", "net"}, {"name", name}};
+}
+
+json::object pid_ns(const char* type, pid_t pid)
+{
+    return {{"type", type}, {"pid", pid}};
+}
+
+json::object result_of(const frame& f)
+{
+    if (!f.ok()) {
+        ADD_FAILURE() << "expected success, got " << json::serialize(f.value);
+        return {};
+    }
+    auto& r = f.value.at("result");
+    return r.is_object() ? r.get_object() : json::object{{"value", r}};
+}
+
+std::uint64_t u64(const json::value& v)
+{
+    auto x = u64_from_json(v);
+    if (!x)
+        ADD_FAILURE() << "not a u64: " << json::serialize(v);
+    return x.value_or(0);
+}
+
+json::object stats(client& c)
+{
+    return result_of(call(c, "agent.stats"));
+}
+
+} // namespace nsagent::test

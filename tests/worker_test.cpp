@@ -1,0 +1,227 @@
+#include "worker_pool.hpp"
+
+#include "agent.hpp"
+#include "support/test_env.hpp"
+
+#include <boost/json/object.hpp>
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+
+#include <atomic>
+#include <thread>
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using namespace nsagent;
+using namespace nsagent::test;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+std::atomic<bool> gate_open{false};
+std::atomic<int> runs{0};
+
+// Holds its worker until the test opens the gate (bounded, so a broken test cannot hang).
+op_result gated(op_context& c)
+{
+    ++runs;
+    auto end = clock_type::now() + std::chrono::seconds(20);
+    while (!gate_open && clock_type::now() < end)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return json::object{{"tid", c.worker->tid}};
+}
+
+op_result whoami(op_context& c)
+{
+    ++runs;
+    struct stat st {};
+    ::fstatat(c.worker->procfs_dir, "ns/net", &st, 0);
+    return json::object{{"tid", c.worker->tid}, {"ino", st.st_ino}};
+}
+
+const op_spec gated_spec{"test.gated", op_class::read, op_site::worker, ns_need::required, {}, &gated};
+const op_spec whoami_spec{"test.whoami", op_class::read, op_site::worker, ns_need::required, {}, &whoami};
+
+class WorkerPool : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        if (!is_root())
+            GTEST_SKIP() << "needs root to create network namespaces";
+        gate_open = false;
+        runs = 0;
+        cfg_.queue_depth = 2;
+        ns_.emplace();
+        pool_.emplace(
+            io_, cfg_, [this](const worker_pool::request_ptr& r) { done_.push_back(r); },
+            [this](const worker_pool::request_ptr& r, const op_error& e) { failed_.emplace_back(r, e); });
+    }
+    void TearDown() override
+    {
+        gate_open = true;
+        if (pool_) {
+            pool_->retire_all();
+            pump([&] { return pool_->quiet(); });
+        }
+    }
+
+    std::shared_ptr<pending_request> make(const op_spec& s, std::chrono::milliseconds timeout = std::chrono::seconds(10))
+    {
+        request rq;
+        rq.id = next_id_++;
+        rq.op = std::string(s.name);
+        return std::make_shared<pending_request>(std::move(rq), s, std::vector<unique_fd>{}, clock_type::now() + timeout);
+    }
+
+    ns_handle handle(ns_type type = ns_type::net)
+    {
+        ns_handle h;
+        h.fd.reset(::open(ns_->path().c_str(), O_RDONLY | O_CLOEXEC));
+        h.id = *identify(h.fd.get());
+        h.id.type = type;
+        return h;
+    }
+
+    std::optional<op_error> submit(const std::shared_ptr<pending_request>& r, ns_type type = ns_type::net)
+    {
+        auto h = handle(type);
+        r->ns = h.id;
+        return pool_->submit(h, r);
+    }
+
+    bool pump(const std::function<bool()>& pred)
+    {
+        return wait_until([&] {
+            io_.restart();
+            io_.run_for(std::chrono::milliseconds(5));
+            return pred();
+        });
+    }
+
+    asio::io_context io_{1};
+    config cfg_;
+    std::optional<netns> ns_;
+    std::optional<worker_pool> pool_;
+    std::vector<worker_pool::request_ptr> done_;
+    std::vector<std::pair<worker_pool::request_ptr, op_error>> failed_;
+    int next_id_ = 1;
+};
+
+TEST_F(WorkerPool, OneThreadServesEveryRequestOfANamespaceInsideIt)
+{
+    auto a = make(whoami_spec), b = make(whoami_spec);
+    ASSERT_FALSE(submit(a));
+    ASSERT_TRUE(pump([&] { return done_.size() == 1; }));
+    ASSERT_FALSE(submit(b));
+    ASSERT_TRUE(pump([&] { return done_.size() == 2; }));
+    auto ra = (*a->result)->as_object(), rb = (*b->result)->as_object();
+    EXPECT_EQ(ra.at("tid"), rb.at("tid"));
+    EXPECT_NE(ra.at("tid").as_int64(), ::gettid());
+    EXPECT_EQ(ra.at("ino").to_number<std::uint64_t>(), ns_->ino());
+    EXPECT_EQ(pool_->started_total(), 1u);
+}
+
+TEST_F(WorkerPool, AFullQueueAnswersBusyAtOnce)
+{
+    auto running = make(gated_spec);
+    ASSERT_FALSE(submit(running));
+    ASSERT_TRUE(pump([&] { return running->current() == pending_request::state::running; }));
+    auto q1 = make(whoami_spec), q2 = make(whoami_spec), over = make(whoami_spec);
+    EXPECT_FALSE(submit(q1));
+    EXPECT_FALSE(submit(q2));
+    auto err = submit(over);
+    ASSERT_TRUE(err);
+    EXPECT_EQ(wire_code(err->code), errc::busy);
+    gate_open = true;
+    ASSERT_TRUE(pump([&] { return done_.size() == 3; }));
+    EXPECT_FALSE(over->op_returned);
+}
+
+TEST_F(WorkerPool, ARequestWhoseDeadlinePassedInTheQueueNeverRuns)
+{
+    auto running = make(gated_spec);
+    ASSERT_FALSE(submit(running));
+    ASSERT_TRUE(pump([&] { return running->current() == pending_request::state::running; }));
+    auto late = make(whoami_spec, std::chrono::milliseconds(1));
+    ASSERT_FALSE(submit(late));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5)); // let the 1 ms deadline pass
+    gate_open = true;
+    ASSERT_TRUE(pump([&] { return (*pool_->find(late->ns.value()))->active == 0; }));
+    EXPECT_FALSE(late->op_returned);
+    EXPECT_EQ(late->current(), pending_request::state::queued); // its timer answers it, not the worker
+    EXPECT_EQ(runs, 1);
+}
+
+TEST_F(WorkerPool, ARequestFinishedWhileQueuedNeverRuns)
+{
+    auto running = make(gated_spec);
+    ASSERT_FALSE(submit(running));
+    ASSERT_TRUE(pump([&] { return running->current() == pending_request::state::running; }));
+    auto cancelled = make(whoami_spec);
+    ASSERT_FALSE(submit(cancelled));
+    ASSERT_TRUE(cancelled->claim_final());
+    EXPECT_FALSE(cancelled->claim_final()) << "exactly one final reply";
+    gate_open = true;
+    ASSERT_TRUE(pump([&] { return (*pool_->find(cancelled->ns.value()))->active == 0; }));
+    EXPECT_FALSE(cancelled->op_returned);
+    EXPECT_EQ(runs, 1);
+}
+
+TEST_F(WorkerPool, AFailedStartFailsItsRequestsAndLeavesNoThread)
+{
+    long before = current_thread_count();
+    // A network namespace fd handed over as a mount namespace: setns(CLONE_NEWNS) refuses it.
+    auto r = make(whoami_spec);
+    ASSERT_FALSE(submit(r, ns_type::mnt));
+    ASSERT_TRUE(pump([&] { return failed_.size() == 1; }));
+    EXPECT_EQ(wire_code(failed_[0].second.code), errc::os_error);
+    EXPECT_NE(failed_[0].second.message.find("setns"), std::string::npos) << failed_[0].second.message;
+    EXPECT_TRUE(pool_->live().empty());
+    EXPECT_TRUE(wait_until([&] { return current_thread_count() == before; }));
+    EXPECT_EQ(pool_->retired().at("start_failed"), 1u);
+}
+
+TEST_F(WorkerPool, AWedgedWorkerIsReplacedAndItsQueueMoves)
+{
+    auto stuck = make(gated_spec);
+    ASSERT_FALSE(submit(stuck));
+    ASSERT_TRUE(pump([&] { return stuck->current() == pending_request::state::running; }));
+    auto queued = make(whoami_spec);
+    ASSERT_FALSE(submit(queued));
+    auto old_worker = stuck->worker;
+    pool_->mark_wedged(old_worker);
+    EXPECT_EQ(pool_->wedged(), 1u);
+    ASSERT_TRUE(pump([&] { return queued->op_returned.load(); }));
+    EXPECT_NE((*queued->result)->as_object().at("tid").as_int64(), old_worker->tid());
+    // When the stuck op returns, the wedged thread goes away on its own.
+    gate_open = true;
+    ASSERT_TRUE(pump([&] { return pool_->wedged() == 0; }));
+}
+
+TEST_F(WorkerPool, IdleWorkersRetireAndLruMakesRoomAtTheCap)
+{
+    cfg_.max_workers = 1;
+    auto a = make(whoami_spec);
+    ASSERT_FALSE(submit(a));
+    ASSERT_TRUE(pump([&] { return done_.size() == 1; }));
+    netns other;
+    ns_handle h;
+    h.fd.reset(::open(other.path().c_str(), O_RDONLY | O_CLOEXEC));
+    h.id = *identify(h.fd.get());
+    auto b = make(whoami_spec);
+    b->ns = h.id;
+    ASSERT_FALSE(pool_->submit(h, b));
+    EXPECT_EQ(pool_->retired().at("lru"), 1u);
+    ASSERT_TRUE(pump([&] { return done_.size() == 2; }));
+    EXPECT_EQ(pool_->live().size(), 1u);
+
+    cfg_.idle_timeout_s = 1;
+    pool_->sweep_idle(clock_type::now() + std::chrono::seconds(2));
+    EXPECT_TRUE(pool_->live().empty());
+    EXPECT_EQ(pool_->retired().at("idle"), 1u);
+    ASSERT_TRUE(pump([&] { return pool_->quiet(); }));
+}
+
+} // namespace
