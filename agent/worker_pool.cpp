@@ -78,8 +78,9 @@ std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r)
     return std::nullopt;
 }
 
-void worker_pool::retire(const worker_ptr& w, const char* reason)
+void worker_pool::retire(worker_ptr w, const char* reason)
 {
+    // By value: `w` may refer to the map entry that the erase below destroys.
     live_.erase(w->id());
     retiring_.insert(w);
     ++retired_[reason];

@@ -69,7 +69,7 @@ public:
 private:
     worker_ptr start_worker(ns_id id, unique_fd fd, std::optional<op_error>& err);
     bool make_room();
-    void retire(const worker_ptr& w, const char* reason);
+    void retire(worker_ptr w, const char* reason);
     void resubmit(const worker_ptr& old, std::vector<request_ptr> reqs, const char* why);
 
     boost::asio::io_context& home_;

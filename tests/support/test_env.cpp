@@ -177,6 +177,9 @@ agent_process::agent_process(json::object config)
 
 agent_process::~agent_process()
 {
+    // A failed test shows what the agent said: the log goes with the temp dir otherwise.
+    if (::testing::Test::HasFailure())
+        std::fprintf(stderr, "---- agent log (%s) ----\n%s---- end of agent log ----\n", dir_.c_str(), log().c_str());
     if (pid_ > 0) {
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
