@@ -368,6 +368,10 @@ json::object agent::stats() const
     o["connections"] = conns_.size();
     o["connections_accepted"] = accepted_;
     o["inflight"] = inflight_total();
+    std::size_t unsent = 0;
+    for (auto& [p, c] : conns_)
+        unsent += c->unsent_bytes();
+    o["unsent_bytes"] = unsent;
     o["requests"] = requests_;
     json::object replies;
     for (auto& [k, v] : replies_)

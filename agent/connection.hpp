@@ -45,6 +45,7 @@ public:
     request_ptr find(const boost::json::value& id) const;
     std::vector<request_ptr> inflight() const;
     std::size_t inflight_count() const noexcept { return inflight_.size(); }
+    std::size_t unsent_bytes() const noexcept { return unsent_; }
 
     bool is_open() const noexcept { return open_; }
     // Shutdown: stop reading; close once every queued frame is written.

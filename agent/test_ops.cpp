@@ -4,7 +4,10 @@
 
 #include <boost/json/object.hpp>
 
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <cerrno>
@@ -45,12 +48,29 @@ op_result probe_op(op_context& c)
     return json::object{{"exists", exists}, {"errno", err}, {"proc_thread_self", thread_self}};
 }
 
+// Moves the worker thread back to the agent's own network namespace (that of the main thread,
+// which /proc/self names): the "found itself elsewhere" fault. The worker must retire before
+// serving anything more.
+op_result wander_op(op_context&)
+{
+    int fd = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return os_failure(errno, "open /proc/self/ns/net");
+    int rc = ::setns(fd, CLONE_NEWNET);
+    int err = errno;
+    ::close(fd);
+    if (rc < 0)
+        return os_failure(err, "setns");
+    return json::object{{"wandered", true}};
+}
+
 } // namespace
 
 void register_test_ops(op_registry& r)
 {
     r.add({"test.sleep", op_class::read, op_site::worker, ns_need::required, {}, &sleep_op});
     r.add({"test.throw", op_class::read, op_site::worker, ns_need::required, {}, &throw_op});
+    r.add({"test.wander", op_class::read, op_site::worker, ns_need::required, ns_type::net, &wander_op});
     r.add({"test.probe", op_class::read, op_site::worker, ns_need::required, {}, &probe_op});
 }
 

@@ -585,3 +585,78 @@ TEST_F(Agent, AnInvalidConfigIsAClearStartupError)
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Agent, AWorkerThatFindsItselfElsewhereRetiresAndAFreshOneServes)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto before = tid_of(call(c, "ns.ping", net_ns(n.name())));
+    ASSERT_TRUE(call(c, "test.wander", net_ns(n.name())).ok());
+    auto after = call(c, "ns.ping", net_ns(n.name()));
+    EXPECT_NE(tid_of(after), before);
+    EXPECT_EQ(u64(result_of(after).at("ino")), n.ino()) << "served from inside the target, never from elsewhere";
+    EXPECT_EQ(stats(c).at("retired").at("misplaced").as_int64(), 1);
+    auto base = stats(c).at("base_threads").as_int64();
+    EXPECT_TRUE(wait_until([&] { return a.thread_count() == base + 1; }));
+}
+
+TEST_F(Agent, AConnectionAtMaxInflightIsNotReadUntilRepliesDrain)
+{
+    netns n;
+    agent_process a({{"max_inflight_per_connection", 2}});
+    auto c = a.connect();
+    auto observer = a.connect();
+    auto ns = json::serialize(net_ns(n.name()));
+    std::vector<std::string> lines;
+    for (int i = 0; i < 6; ++i)
+        lines.push_back(R"({"id":)" + std::to_string(i) + R"(,"op":"test.sleep","args":{"ms":150},"ns":)" + ns + "}");
+    for (auto& l : lines)
+        ASSERT_FALSE(c.send_line(l));
+    // While the six are answered, never more than two of them are in flight (plus the
+    // observer's own stats request).
+    std::int64_t most = 0;
+    std::vector<frame> got;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (got.size() < 6 && std::chrono::steady_clock::now() < end) {
+        most = std::max(most, stats(observer).at("inflight").as_int64() - 1);
+        if (auto f = c.next_frame(20))
+            got.push_back(std::move(*f));
+    }
+    EXPECT_EQ(got.size(), 6u);
+    EXPECT_LE(most, 2);
+    EXPECT_GE(most, 1);
+}
+
+TEST_F(Agent, AClientThatDoesNotReadIsNotReadEither)
+{
+    agent_process a({{"max_unsent_bytes", 4096}});
+    auto c = a.connect();
+    auto observer = a.connect();
+    // Send agent.hello (a ~600-byte reply) until the agent stops reading us and the socket
+    // fills; bounded by count.
+    std::size_t sent = 0;
+    for (; sent < 200000; ++sent) {
+        std::string l = R"({"id":)" + std::to_string(sent) + R"(,"op":"agent.hello"})" + "\n";
+        if (::send(c.native_handle(), l.data(), l.size(), MSG_DONTWAIT | MSG_NOSIGNAL) != static_cast<ssize_t>(l.size()))
+            break;
+    }
+    ASSERT_LT(sent, 200000u) << "the agent kept reading a client that never reads";
+    auto s = stats(observer);
+    EXPECT_LE(s.at("unsent_bytes").as_int64(), 4096 + 2048) << "replies queued for the slow reader stay bounded";
+    // Every request that was accepted is answered once the client reads. (A last, partial line
+    // has no newline yet, so it is not a request.)
+    std::size_t answered = 0;
+    while (answered < sent) {
+        auto f = c.next_frame(10000);
+        if (!f)
+            break;
+        EXPECT_TRUE(f->ok());
+        ++answered;
+    }
+    EXPECT_EQ(answered, sent);
+}
+
+} // namespace
