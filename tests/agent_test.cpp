@@ -19,6 +19,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 namespace json = boost::json;
@@ -657,6 +658,58 @@ TEST_F(Agent, AClientThatDoesNotReadIsNotReadEither)
         ++answered;
     }
     EXPECT_EQ(answered, sent);
+}
+
+} // namespace
+
+namespace {
+
+std::uint64_t ino_of(const std::string& path)
+{
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+// Threads inherit namespaces: a worker created by another worker would start inside that
+// worker's namespace. Every task must be in the agent's own namespaces or be a worker in its
+// target, the other type staying the agent's.
+TEST_F(Agent, EveryTaskIsInTheAgentsNamespacesOrIsAWorkerInItsTarget)
+{
+    netns n1, n2;
+    mount_holder m(true);
+    agent_process a;
+    auto c = a.connect();
+    std::map<std::int64_t, std::pair<std::string, std::uint64_t>> workers; // tid -> (type, ino)
+    for (auto* n : {&n1, &n2}) {
+        auto r = result_of(call(c, "ns.ping", net_ns(n->name())));
+        workers[r.at("tid").as_int64()] = {"net", n->ino()};
+    }
+    auto r = result_of(call(c, "ns.ping", pid_ns("mnt", m.pid())));
+    workers[r.at("tid").as_int64()] = {"mnt", m.ino()};
+
+    auto proc = "/proc/" + std::to_string(a.pid());
+    auto own_net = ino_of(proc + "/ns/net"), own_mnt = ino_of(proc + "/ns/mnt");
+    std::string tasks = sh_out("ls " + proc + "/task");
+    std::istringstream in(tasks);
+    std::int64_t tid;
+    int seen = 0;
+    while (in >> tid) {
+        ++seen;
+        auto base = proc + "/task/" + std::to_string(tid) + "/ns/";
+        auto net = ino_of(base + "net"), mnt = ino_of(base + "mnt");
+        auto it = workers.find(tid);
+        if (it == workers.end()) {
+            EXPECT_EQ(net, own_net) << "task " << tid;
+            EXPECT_EQ(mnt, own_mnt) << "task " << tid;
+        } else if (it->second.first == "net") {
+            EXPECT_EQ(net, it->second.second) << "net worker " << tid;
+            EXPECT_EQ(mnt, own_mnt) << "net worker " << tid;
+        } else {
+            EXPECT_EQ(mnt, it->second.second) << "mnt worker " << tid;
+            EXPECT_EQ(net, own_net) << "mnt worker " << tid;
+        }
+    }
+    EXPECT_EQ(seen, stats(c).at("base_threads").as_int64() + 3);
 }
 
 } // namespace
