@@ -96,12 +96,15 @@ void ns_worker::thread_main()
 {
     tid_ = ::gettid();
     auto failure = enter();
-    env_ = worker_env{id_, procfs_.get(), tid_.load()};
+    env_ = worker_env{id_, procfs_.get(), tid_.load(), nullptr};
     auto self = shared_from_this();
     boost::asio::post(pool_.home(), [self, failure] { self->pool_.on_started(self, failure); });
     if (failure)
         return;
     io_.run();
+    // Per-worker sockets (netlink) hold their namespace: close them with the thread, not
+    // whenever the last reference to this object goes.
+    env_ = worker_env{};
     if (abandoned_)
         return; // wedged and detached: the pool no longer waits for this thread
     boost::asio::post(pool_.home(), [self] { self->pool_.on_exited(self); });

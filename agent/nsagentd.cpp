@@ -68,6 +68,7 @@ int main(int argc, char** argv)
     op_registry ops;
     register_agent_ops(ops);
     register_ns_ops(ops);
+    register_net_ops(ops);
 #ifdef NSAGENT_TEST_OPS
     register_test_ops(ops);
 #endif

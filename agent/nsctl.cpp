@@ -6,7 +6,10 @@
 #include <CLI/CLI.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <map>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -214,6 +217,81 @@ void cmd_ns_release(session& s, const selector& sel)
               << (r.as_object().at("released").as_bool() ? "worker released" : "no worker held it") << "\n";
 }
 
+std::string joined(const json::value& arr, const char* sep)
+{
+    std::string s;
+    for (auto& v : arr.as_array())
+        s += (s.empty() ? "" : sep) + text(v);
+    return s;
+}
+
+// `ip -br link`: name, state, address, flags.
+void cmd_net_links(session& s, const selector& sel)
+{
+    auto r = s.call("net.links", sel);
+    if (s.raw(r))
+        return;
+    std::vector<std::vector<std::string>> rows;
+    for (auto& l : r.as_array()) {
+        auto& o = l.as_object();
+        std::string name = at(o, "ifname");
+        if (o.contains("link"))
+            name += "@" + at(o, "link");
+        else if (o.contains("link_index"))
+            name += "@if" + at(o, "link_index");
+        rows.push_back({name, at(o, "operstate"), at(o, "address"), "<" + joined(o.at("flags"), ",") + ">"});
+    }
+    print_table(rows);
+}
+
+// `ip -br addr`: name, state, then every address with its prefix length.
+void cmd_net_addrs(session& s, const selector& sel)
+{
+    auto links = s.call("net.links", sel);
+    auto r = s.call("net.addrs", sel);
+    if (s.raw(r))
+        return;
+    std::map<std::string, std::string> state;
+    for (auto& l : links.as_array())
+        state[at(l.as_object(), "ifname")] = at(l.as_object(), "operstate");
+    std::vector<std::vector<std::string>> rows;
+    for (auto& l : r.as_array()) {
+        auto& o = l.as_object();
+        std::string addrs;
+        for (auto& a : o.at("addr_info").as_array())
+            addrs += (addrs.empty() ? "" : " ") + at(a.as_object(), "local") + "/" + at(a.as_object(), "prefixlen");
+        rows.push_back({at(o, "ifname"), state[at(o, "ifname")], addrs});
+    }
+    print_table(rows);
+}
+
+// `ip route`: one route a line.
+void cmd_net_routes(session& s, const selector& sel, const std::string& family, const std::string& table)
+{
+    json::object args{{"family", family}};
+    if (!table.empty()) {
+        if (std::all_of(table.begin(), table.end(), ::isdigit))
+            args["table"] = std::stoll(table);
+        else
+            args["table"] = table;
+    }
+    auto r = s.call("net.routes", sel, std::move(args));
+    if (s.raw(r))
+        return;
+    for (auto& e : r.as_array()) {
+        auto& o = e.as_object();
+        std::string line = o.contains("type") ? at(o, "type") + " " : "";
+        line += at(o, "dst");
+        for (auto [key, word] : {std::pair{"gateway", "via"}, {"dev", "dev"}, {"protocol", "proto"}, {"scope", "scope"},
+                                 {"prefsrc", "src"}, {"metric", "metric"}, {"pref", "pref"}, {"table", "table"}})
+            if (o.contains(key))
+                line += std::string(" ") + word + " " + at(o, key);
+        for (auto& f : o.at("flags").as_array())
+            line += " " + text(f);
+        std::cout << line << '\n';
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -248,6 +326,18 @@ int main(int argc, char** argv)
     auto* ns_release = ns->add_subcommand("release", "Retire the namespace's worker; the agent stops pinning it");
     ns_release->add_option("NS", ns_text, "The namespace")->required();
 
+    auto* net = app.add_subcommand("net", "Network namespace state (NS: NAME, pid:PID or a path)");
+    net->require_subcommand(1);
+    std::string family = "inet", table;
+    auto* net_links = net->add_subcommand("links", "Links, like ip -br link");
+    net_links->add_option("NS", ns_text, "The network namespace")->required();
+    auto* net_addrs = net->add_subcommand("addrs", "Addresses, like ip -br addr");
+    net_addrs->add_option("NS", ns_text, "The network namespace")->required();
+    auto* net_routes = net->add_subcommand("routes", "Routes of one table, like ip route");
+    net_routes->add_option("NS", ns_text, "The network namespace")->required();
+    net_routes->add_option("--family", family, "inet or inet6")->check(CLI::IsMember({"inet", "inet6"}));
+    net_routes->add_option("--table", table, "main (default), local, default, or a number");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -269,6 +359,16 @@ int main(int argc, char** argv)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
+        else if (*net_links || *net_addrs || *net_routes) {
+            o.type = "net"; // net commands mean network namespaces
+            auto sel = ns_arg(ns_text, o);
+            if (*net_links)
+                cmd_net_links(s, sel);
+            else if (*net_addrs)
+                cmd_net_addrs(s, sel);
+            else
+                cmd_net_routes(s, sel, family, table);
+        }
     } catch (const usage_error& e) {
         std::fprintf(stderr, "nsctl: %s\n", e.what.c_str());
         return exit_usage;

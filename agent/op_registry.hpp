@@ -11,6 +11,7 @@
 #include <boost/json/value.hpp>
 #include <boost/system/result.hpp>
 
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -21,6 +22,7 @@ namespace nsagent {
 
 class agent;
 class connection;
+class netlink_socket;
 
 // The access class of an op (policy rules grant classes; agent.hello lists them).
 enum class op_class { read, write, fd, capture };
@@ -38,6 +40,7 @@ struct worker_env {
     ns_id target;
     int procfs_dir = -1; // O_PATH fd of the thread's host /proc/<pid>/task/<tid>, opened before setns
     pid_t tid = 0;
+    std::shared_ptr<netlink_socket> rtnl; // net workers: opened on first use, then reused
 };
 
 // Everything an op may use. Which pointers are set depends on the op's site.
@@ -45,7 +48,7 @@ struct op_context {
     const request& req;
     std::span<unique_fd> fds;           // the fds passed with the request, in order
     const ns_id* ns = nullptr;          // the resolved namespace (ns_need::required)
-    const worker_env* worker = nullptr; // op_site::worker only
+    worker_env* worker = nullptr;       // op_site::worker only
     agent* host = nullptr;              // op_site::loop only
     connection* conn = nullptr;         // op_site::loop only
     std::vector<unique_fd> reply_fds;   // sent with the success frame (SCM_RIGHTS)
@@ -77,6 +80,7 @@ private:
 // One per domain file.
 void register_agent_ops(op_registry& r);
 void register_ns_ops(op_registry& r);
+void register_net_ops(op_registry& r);
 // Test builds only (nsagentd-test): fault and probe ops that release binaries must not have.
 void register_test_ops(op_registry& r);
 

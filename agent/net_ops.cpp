@@ -1,0 +1,419 @@
+// net.*: network-namespace state over rtnetlink, on the namespace's pinned worker. Result keys
+// follow iproute2's `ip -j` so that users can diff the two.
+#include "netlink_socket.hpp"
+#include "op_registry.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
+#include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <linux/if.h>
+#include <linux/if_arp.h>
+#include <linux/icmpv6.h>
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace json = boost::json;
+
+namespace nsagent {
+namespace {
+
+boost::system::result<netlink_socket*, op_error> rtnl(op_context& c)
+{
+    // Opened on this worker's thread, so it belongs to the worker's namespace for life.
+    if (!c.worker->rtnl) {
+        auto s = netlink_socket::open_route();
+        if (!s)
+            return s.error();
+        c.worker->rtnl = std::move(*s);
+    }
+    return c.worker->rtnl.get();
+}
+
+nlmsghdr* dump_request(netlink_socket& nl, std::uint16_t type, std::size_t extra)
+{
+    nlmsghdr* nlh = mnl_nlmsg_put_header(nl.buffer());
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    mnl_nlmsg_put_extra_header(nlh, extra);
+    return nlh;
+}
+
+std::string hex_address(const unsigned char* p, std::size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (i)
+            s += ':';
+        s += digits[p[i] >> 4];
+        s += digits[p[i] & 15];
+    }
+    return s;
+}
+
+std::string ip_text(int family, const void* p)
+{
+    char buf[INET6_ADDRSTRLEN] = {};
+    ::inet_ntop(family, p, buf, sizeof buf);
+    return buf;
+}
+
+std::string_view family_name(int f)
+{
+    return f == AF_INET ? "inet" : f == AF_INET6 ? "inet6" : "unspec";
+}
+
+std::string scope_name(unsigned s)
+{
+    switch (s) {
+    case RT_SCOPE_UNIVERSE: return "global";
+    case RT_SCOPE_SITE: return "site";
+    case RT_SCOPE_LINK: return "link";
+    case RT_SCOPE_HOST: return "host";
+    case RT_SCOPE_NOWHERE: return "nowhere";
+    }
+    return std::to_string(s);
+}
+
+// ---- links ----------------------------------------------------------------------------
+
+struct link {
+    int ifindex = 0;
+    std::string ifname;
+    unsigned flags = 0;
+    unsigned mtu = 0;
+    unsigned type = 0;
+    std::optional<unsigned> operstate;
+    std::string address, broadcast;
+    int link_index = 0;
+    std::optional<int> link_netnsid;
+    int master = 0;
+};
+
+boost::system::result<std::vector<link>, op_error> dump_links(netlink_socket& nl)
+{
+    auto* nlh = dump_request(nl, RTM_GETLINK, sizeof(ifinfomsg));
+    std::vector<link> out;
+    auto err = nl.talk(
+        nlh,
+        [&](const nlmsghdr* m) {
+            if (m->nlmsg_type != RTM_NEWLINK)
+                return;
+            auto* ifi = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(m));
+            link l;
+            l.ifindex = ifi->ifi_index;
+            l.flags = ifi->ifi_flags;
+            l.type = ifi->ifi_type;
+            for_each_attr(m, sizeof(ifinfomsg), [&](const nlattr* a) {
+                auto len = mnl_attr_get_payload_len(a);
+                auto* p = static_cast<const unsigned char*>(mnl_attr_get_payload(a));
+                switch (mnl_attr_get_type(a)) {
+                case IFLA_IFNAME: l.ifname = mnl_attr_get_str(a); break;
+                case IFLA_MTU: l.mtu = mnl_attr_get_u32(a); break;
+                case IFLA_OPERSTATE: l.operstate = mnl_attr_get_u8(a); break;
+                case IFLA_ADDRESS: l.address = hex_address(p, len); break;
+                case IFLA_BROADCAST: l.broadcast = hex_address(p, len); break;
+                case IFLA_LINK: l.link_index = static_cast<int>(mnl_attr_get_u32(a)); break;
+                case IFLA_LINK_NETNSID: l.link_netnsid = static_cast<int>(mnl_attr_get_u32(a)); break;
+                case IFLA_MASTER: l.master = static_cast<int>(mnl_attr_get_u32(a)); break;
+                }
+            });
+            out.push_back(std::move(l));
+        },
+        "RTM_GETLINK dump");
+    if (err)
+        return *err;
+    return out;
+}
+
+std::string link_type_name(unsigned t)
+{
+    switch (t) {
+    case ARPHRD_ETHER: return "ether";
+    case ARPHRD_LOOPBACK: return "loopback";
+    case ARPHRD_NONE: return "none";
+    case ARPHRD_TUNNEL: return "ipip";
+    case ARPHRD_TUNNEL6: return "tunnel6";
+    case ARPHRD_SIT: return "sit";
+    case ARPHRD_IPGRE: return "gre";
+    case ARPHRD_IP6GRE: return "gre6";
+    case ARPHRD_INFINIBAND: return "infiniband";
+    case ARPHRD_VOID: return "void";
+    }
+    return "[" + std::to_string(t) + "]";
+}
+
+std::string operstate_name(unsigned s)
+{
+    static const char* names[] = {"UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP"};
+    return s < std::size(names) ? names[s] : std::to_string(s);
+}
+
+// The order and spelling of iproute2's print_link_flags().
+json::array link_flags(unsigned flags, bool master_down)
+{
+    json::array out;
+    if ((flags & IFF_UP) && !(flags & IFF_RUNNING))
+        out.push_back("NO-CARRIER");
+    static const std::pair<unsigned, const char*> names[] = {
+        {IFF_LOOPBACK, "LOOPBACK"}, {IFF_BROADCAST, "BROADCAST"},   {IFF_POINTOPOINT, "POINTOPOINT"},
+        {IFF_MULTICAST, "MULTICAST"}, {IFF_NOARP, "NOARP"},         {IFF_ALLMULTI, "ALLMULTI"},
+        {IFF_PROMISC, "PROMISC"},   {IFF_MASTER, "MASTER"},         {IFF_SLAVE, "SLAVE"},
+        {IFF_DEBUG, "DEBUG"},       {IFF_DYNAMIC, "DYNAMIC"},       {IFF_AUTOMEDIA, "AUTOMEDIA"},
+        {IFF_PORTSEL, "PORTSEL"},   {IFF_NOTRAILERS, "NOTRAILERS"}, {IFF_UP, "UP"},
+        {IFF_LOWER_UP, "LOWER_UP"}, {IFF_DORMANT, "DORMANT"},       {IFF_ECHO, "ECHO"},
+    };
+    for (auto& [bit, name] : names)
+        if (flags & bit)
+            out.push_back(name);
+    if (master_down)
+        out.push_back("M-DOWN");
+    return out;
+}
+
+std::string name_of(const std::vector<link>& links, int ifindex)
+{
+    for (auto& l : links)
+        if (l.ifindex == ifindex)
+            return l.ifname;
+    return "if" + std::to_string(ifindex);
+}
+
+op_result links_op(op_context& c)
+{
+    auto nl = rtnl(c);
+    if (!nl)
+        return nl.error();
+    auto links = dump_links(**nl);
+    if (!links)
+        return links.error();
+    json::array out;
+    for (auto& l : *links) {
+        json::object o;
+        o["ifindex"] = l.ifindex;
+        bool master_down = false;
+        if (l.link_index && !l.link_netnsid) {
+            // The peer is in this namespace: iproute2 names it, and says M-DOWN when it is down.
+            o["link"] = name_of(*links, l.link_index);
+            for (auto& peer : *links)
+                if (peer.ifindex == l.link_index)
+                    master_down = !(peer.flags & IFF_UP);
+        } else if (l.link_index) {
+            o["link_index"] = l.link_index;
+        }
+        if (l.link_netnsid)
+            o["link_netnsid"] = *l.link_netnsid;
+        o["ifname"] = l.ifname;
+        o["flags"] = link_flags(l.flags, master_down);
+        o["mtu"] = l.mtu;
+        if (l.master)
+            o["master"] = name_of(*links, l.master);
+        if (l.operstate)
+            o["operstate"] = operstate_name(*l.operstate);
+        o["link_type"] = link_type_name(l.type);
+        if (!l.address.empty())
+            o["address"] = l.address;
+        if (!l.broadcast.empty())
+            o["broadcast"] = l.broadcast;
+        out.push_back(std::move(o));
+    }
+    return out;
+}
+
+// ---- addresses ------------------------------------------------------------------------
+
+op_result addrs_op(op_context& c)
+{
+    auto nl = rtnl(c);
+    if (!nl)
+        return nl.error();
+    auto links = dump_links(**nl);
+    if (!links)
+        return links.error();
+    std::map<int, json::array> by_link;
+    auto* nlh = dump_request(**nl, RTM_GETADDR, sizeof(ifaddrmsg));
+    auto err = (*nl)->talk(
+        nlh,
+        [&](const nlmsghdr* m) {
+            if (m->nlmsg_type != RTM_NEWADDR)
+                return;
+            auto* ifa = static_cast<const ifaddrmsg*>(mnl_nlmsg_get_payload(m));
+            const void *local = nullptr, *address = nullptr, *brd = nullptr;
+            const char* label = nullptr;
+            for_each_attr(m, sizeof(ifaddrmsg), [&](const nlattr* a) {
+                switch (mnl_attr_get_type(a)) {
+                case IFA_LOCAL: local = mnl_attr_get_payload(a); break;
+                case IFA_ADDRESS: address = mnl_attr_get_payload(a); break;
+                case IFA_BROADCAST: brd = mnl_attr_get_payload(a); break;
+                case IFA_LABEL: label = mnl_attr_get_str(a); break;
+                }
+            });
+            // IPv4 puts the local address in IFA_LOCAL (IFA_ADDRESS is the peer); IPv6 has
+            // only IFA_ADDRESS.
+            const void* mine = local ? local : address;
+            if (!mine)
+                return;
+            json::object e;
+            e["family"] = family_name(ifa->ifa_family);
+            e["local"] = ip_text(ifa->ifa_family, mine);
+            e["prefixlen"] = ifa->ifa_prefixlen;
+            if (brd)
+                e["broadcast"] = ip_text(ifa->ifa_family, brd);
+            e["scope"] = scope_name(ifa->ifa_scope);
+            if (label)
+                e["label"] = label;
+            by_link[static_cast<int>(ifa->ifa_index)].push_back(std::move(e));
+        },
+        "RTM_GETADDR dump");
+    if (err)
+        return *err;
+    json::array out;
+    for (auto& l : *links)
+        out.push_back(json::object{{"ifindex", l.ifindex}, {"ifname", l.ifname}, {"addr_info", std::move(by_link[l.ifindex])}});
+    return out;
+}
+
+// ---- routes ---------------------------------------------------------------------------
+
+std::string protocol_name(unsigned p)
+{
+    static const std::map<unsigned, const char*> names = {
+        {RTPROT_UNSPEC, "unspec"}, {RTPROT_REDIRECT, "redirect"}, {RTPROT_KERNEL, "kernel"}, {RTPROT_BOOT, "boot"},
+        {RTPROT_STATIC, "static"}, {8, "gated"}, {9, "ra"}, {10, "mrt"}, {11, "zebra"}, {12, "bird"},
+        {13, "dnrouted"}, {14, "xorp"}, {15, "ntk"}, {16, "dhcp"}, {17, "mrouted"}, {18, "keepalived"},
+        {42, "babel"}, {99, "openr"}, {186, "bgp"}, {187, "isis"}, {188, "ospf"}, {189, "rip"}, {192, "eigrp"},
+    };
+    auto it = names.find(p);
+    return it != names.end() ? it->second : std::to_string(p);
+}
+
+std::string route_type_name(unsigned t)
+{
+    static const char* names[] = {"none",      "unicast", "local",   "broadcast", "anycast", "multicast",
+                                  "blackhole", "unreachable", "prohibit", "throw", "nat", "xresolve"};
+    return t < std::size(names) ? names[t] : std::to_string(t);
+}
+
+boost::system::result<std::uint32_t, op_error> table_arg(const op_context& c)
+{
+    auto* t = c.req.args.if_contains("table");
+    if (!t || (t->is_string() && t->get_string() == "main"))
+        return RT_TABLE_MAIN;
+    if (t->is_string() && t->get_string() == "local")
+        return RT_TABLE_LOCAL;
+    if (t->is_string() && t->get_string() == "default")
+        return RT_TABLE_DEFAULT;
+    if (t->is_int64() && t->get_int64() > 0 && t->get_int64() <= 0xffffffffLL)
+        return static_cast<std::uint32_t>(t->get_int64());
+    return agent_failure(errc::bad_request, "\"args.table\" must be \"main\", \"local\", \"default\" or a table number");
+}
+
+op_result routes_op(op_context& c)
+{
+    int family = AF_INET;
+    if (auto* f = c.req.args.if_contains("family")) {
+        if (*f == json::value("inet6"))
+            family = AF_INET6;
+        else if (*f != json::value("inet"))
+            return agent_failure(errc::bad_request, "\"args.family\" must be \"inet\" or \"inet6\"");
+    }
+    auto table = table_arg(c);
+    if (!table)
+        return table.error();
+    auto nl = rtnl(c);
+    if (!nl)
+        return nl.error();
+    auto links = dump_links(**nl);
+    if (!links)
+        return links.error();
+
+    auto* nlh = dump_request(**nl, RTM_GETROUTE, sizeof(rtmsg));
+    static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh))->rtm_family = static_cast<unsigned char>(family);
+    json::array out;
+    auto err = (*nl)->talk(
+        nlh,
+        [&](const nlmsghdr* m) {
+            if (m->nlmsg_type != RTM_NEWROUTE)
+                return;
+            auto* rt = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(m));
+            if (rt->rtm_family != family || (rt->rtm_flags & RTM_F_CLONED))
+                return;
+            std::uint32_t tid = rt->rtm_table;
+            const void *dst = nullptr, *gw = nullptr, *prefsrc = nullptr;
+            std::optional<std::uint32_t> oif, metric;
+            std::optional<unsigned> pref;
+            for_each_attr(m, sizeof(rtmsg), [&](const nlattr* a) {
+                switch (mnl_attr_get_type(a)) {
+                case RTA_TABLE: tid = mnl_attr_get_u32(a); break;
+                case RTA_DST: dst = mnl_attr_get_payload(a); break;
+                case RTA_GATEWAY: gw = mnl_attr_get_payload(a); break;
+                case RTA_PREFSRC: prefsrc = mnl_attr_get_payload(a); break;
+                case RTA_OIF: oif = mnl_attr_get_u32(a); break;
+                case RTA_PRIORITY: metric = mnl_attr_get_u32(a); break;
+                case RTA_PREF: pref = mnl_attr_get_u8(a); break;
+                }
+            });
+            if (tid != *table)
+                return;
+            json::object o;
+            if (rt->rtm_type != RTN_UNICAST)
+                o["type"] = route_type_name(rt->rtm_type);
+            unsigned host_len = family == AF_INET ? 32 : 128;
+            if (!dst || rt->rtm_dst_len == 0)
+                o["dst"] = "default";
+            else if (rt->rtm_dst_len == host_len)
+                o["dst"] = ip_text(family, dst);
+            else
+                o["dst"] = ip_text(family, dst) + "/" + std::to_string(rt->rtm_dst_len);
+            if (gw)
+                o["gateway"] = ip_text(family, gw);
+            if (oif)
+                o["dev"] = name_of(*links, static_cast<int>(*oif));
+            // iproute2 leaves out the default protocol, "boot".
+            if (rt->rtm_protocol != RTPROT_BOOT)
+                o["protocol"] = protocol_name(rt->rtm_protocol);
+            if (rt->rtm_scope != RT_SCOPE_UNIVERSE)
+                o["scope"] = scope_name(rt->rtm_scope);
+            if (prefsrc)
+                o["prefsrc"] = ip_text(family, prefsrc);
+            if (metric)
+                o["metric"] = *metric;
+            json::array flags;
+            static const std::pair<unsigned, const char*> names[] = {
+                {RTNH_F_DEAD, "dead"},       {RTNH_F_ONLINK, "onlink"},     {RTNH_F_PERVASIVE, "pervasive"},
+                {RTNH_F_OFFLOAD, "offload"}, {RTNH_F_TRAP, "trap"},         {RTM_F_NOTIFY, "notify"},
+                {RTNH_F_LINKDOWN, "linkdown"}, {RTNH_F_UNRESOLVED, "unresolved"},
+            };
+            for (auto& [bit, name] : names)
+                if (rt->rtm_flags & bit)
+                    flags.push_back(name);
+            o["flags"] = std::move(flags);
+            if (pref)
+                o["pref"] = *pref == ICMPV6_ROUTER_PREF_LOW ? "low" : *pref == ICMPV6_ROUTER_PREF_HIGH ? "high" : "medium";
+            if (tid != RT_TABLE_MAIN)
+                o["table"] = tid == RT_TABLE_LOCAL ? json::value("local") : json::value(tid);
+            out.push_back(std::move(o));
+        },
+        "RTM_GETROUTE dump");
+    if (err)
+        return *err;
+    return out;
+}
+
+} // namespace
+
+void register_net_ops(op_registry& r)
+{
+    r.add({"net.links", op_class::read, op_site::worker, ns_need::required, ns_type::net, &links_op});
+    r.add({"net.addrs", op_class::read, op_site::worker, ns_need::required, ns_type::net, &addrs_op});
+    r.add({"net.routes", op_class::read, op_site::worker, ns_need::required, ns_type::net, &routes_op});
+}
+
+} // namespace nsagent

@@ -1,0 +1,162 @@
+// net.links, net.addrs and net.routes against `ip -n NS -j ...` on a namespace the test builds.
+#include "op_registry.hpp"
+
+#include "support/test_env.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+namespace json = boost::json;
+using namespace nsagent;
+using namespace nsagent::test;
+
+namespace {
+
+class NetOps : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        if (!is_root())
+            GTEST_SKIP() << "needs root: namespaces and veth pairs";
+        ns_.emplace();
+        const auto& n = ns_->name();
+        // A veth pair inside, up, with addresses and routes; one left down; and one whose peer
+        // sits in the host (deleted with the namespace). Addresses are the test's own, in its
+        // own namespace; nothing is sent anywhere.
+        // Unique per fixture: the kernel destroys a deleted namespace's veths asynchronously.
+        static int serial = 0;
+        host_peer_ = "nsat" + std::to_string(::getpid() % 100000) + "h" + std::to_string(serial++ % 1000);
+        std::string script = "set -e; ip -n " + n + " link add a0 type veth peer name a1;"
+                             "ip -n " + n + " link add b0 type veth peer name b1;"
+                             "ip -n " + n + " link add c0 type veth peer name " + host_peer_ + " netns " + std::to_string(::getpid()) + ";"
+                             "ip -n " + n + " link set a0 up; ip -n " + n + " link set a1 up;"
+                             "ip -n " + n + " link set b0 mtu 1400;"
+                             "ip -n " + n + " addr add 10.77.0.1/24 brd + dev a0;"
+                             "ip -n " + n + " addr add 2001:db8:77::1/64 dev a0 nodad;"
+                             "ip -n " + n + " route add 10.78.0.0/24 via 10.77.0.2 dev a0;"
+                             "ip -n " + n + " route add blackhole 10.79.0.0/24;"
+                             "ip -n " + n + " route add default via 10.77.0.254 metric 50;"
+                             "ip -n " + n + " -6 route add 2001:db8:99::/64 via 2001:db8:77::2 dev a0";
+        ASSERT_EQ(sh(script), 0) << script;
+        agent_.emplace();
+        client_.emplace(agent_->connect());
+    }
+
+    json::array ip_json(const std::string& args)
+    {
+        auto out = sh_out("ip -n " + ns_->name() + " -j " + args);
+        boost::system::error_code ec;
+        auto v = json::parse(out, ec);
+        EXPECT_FALSE(ec) << out;
+        return v.is_array() ? v.get_array() : json::array{};
+    }
+
+    json::array ours(const std::string& op, json::object args = {})
+    {
+        auto f = call(*client_, op, net_ns(ns_->name()), std::move(args));
+        EXPECT_TRUE(f.ok()) << json::serialize(f.value);
+        auto* r = f.value.if_contains("result");
+        return r && r->is_array() ? r->get_array() : json::array{};
+    }
+
+    // Each key is present in both or in neither, with equal values.
+    static void same_keys(const json::object& a, const json::object& b, std::initializer_list<const char*> keys,
+                          const std::string& where)
+    {
+        for (auto* k : keys) {
+            auto* x = a.if_contains(k);
+            auto* y = b.if_contains(k);
+            EXPECT_EQ(x != nullptr, y != nullptr) << where << " key " << k << ": ours " << json::serialize(a)
+                                                  << " ip " << json::serialize(b);
+            if (x && y) {
+                EXPECT_EQ(*x, *y) << where << " key " << k;
+            }
+        }
+    }
+
+    std::optional<netns> ns_;
+    std::string host_peer_;
+    std::optional<agent_process> agent_;
+    std::optional<client> client_;
+};
+
+TEST_F(NetOps, LinksAgreeWithIpFieldByField)
+{
+    auto mine = ours("net.links");
+    auto theirs = ip_json("link");
+    ASSERT_EQ(mine.size(), theirs.size());
+    ASSERT_EQ(mine.size(), 6u); // lo, a0, a1, b0, b1, c0 and nothing else
+    for (std::size_t i = 0; i < mine.size(); ++i)
+        same_keys(mine[i].as_object(), theirs[i].as_object(),
+                  {"ifindex", "link", "link_index", "link_netnsid", "ifname", "flags", "mtu", "master", "operstate",
+                   "link_type", "address", "broadcast"},
+                  "link " + std::to_string(i));
+}
+
+TEST_F(NetOps, AddrsAgreeWithIpFieldByField)
+{
+    auto mine = ours("net.addrs");
+    auto theirs = ip_json("addr");
+    ASSERT_EQ(mine.size(), theirs.size());
+    bool saw_v4 = false, saw_v6 = false;
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+        auto& m = mine[i].as_object();
+        auto& t = theirs[i].as_object();
+        same_keys(m, t, {"ifindex", "ifname"}, "addr link " + std::to_string(i));
+        auto& ma = m.at("addr_info").as_array();
+        auto& ta = t.at("addr_info").as_array();
+        ASSERT_EQ(ma.size(), ta.size()) << json::serialize(m) << " vs " << json::serialize(t);
+        for (std::size_t j = 0; j < ma.size(); ++j) {
+            same_keys(ma[j].as_object(), ta[j].as_object(), {"family", "local", "prefixlen", "scope", "broadcast", "label"},
+                      "addr " + std::to_string(i) + "." + std::to_string(j));
+            saw_v4 |= ma[j].at("local") == json::value("10.77.0.1");
+            saw_v6 |= ma[j].at("local") == json::value("2001:db8:77::1");
+        }
+    }
+    EXPECT_TRUE(saw_v4);
+    EXPECT_TRUE(saw_v6);
+}
+
+TEST_F(NetOps, RoutesAgreeWithIpFieldByFieldForBothFamilies)
+{
+    for (auto [family, flag] : {std::pair{"inet", ""}, std::pair{"inet6", "-6 "}}) {
+        auto mine = ours("net.routes", {{"family", family}});
+        auto theirs = ip_json(std::string(flag) + "route");
+        ASSERT_EQ(mine.size(), theirs.size()) << family << ": " << json::serialize(mine) << " vs " << json::serialize(theirs);
+        ASSERT_GE(mine.size(), 2u);
+        for (std::size_t i = 0; i < mine.size(); ++i)
+            same_keys(mine[i].as_object(), theirs[i].as_object(),
+                      {"type", "dst", "gateway", "dev", "protocol", "scope", "prefsrc", "metric", "flags", "pref", "table"},
+                      std::string(family) + " route " + std::to_string(i));
+    }
+    auto local = ours("net.routes", {{"table", "local"}});
+    EXPECT_EQ(local.size(), ip_json("route show table local").size());
+}
+
+TEST_F(NetOps, BadArgumentsAndWrongNamespaceTypesAreRefused)
+{
+    auto f = call(*client_, "net.routes", net_ns(ns_->name()), {{"family", "ipx"}});
+    EXPECT_EQ(f.error_code(), "bad_request");
+    auto g = call(*client_, "net.links", {{"type", "mnt"}, {"path", "/proc/self/ns/mnt"}});
+    EXPECT_EQ(g.error_code(), "ns_type_mismatch");
+    auto h = call(*client_, "net.links", {{"path", "/proc/self/ns/mnt"}});
+    EXPECT_EQ(h.error_code(), "ns_type_mismatch");
+}
+
+TEST_F(NetOps, OneNetlinkSocketPerWorkerIsReused)
+{
+    auto fds = [&] { return agent_->fd_count(); };
+    ours("net.links");
+    int after_first = fds();
+    for (int i = 0; i < 20; ++i) {
+        ours("net.links");
+        ours("net.addrs");
+        ours("net.routes");
+    }
+    EXPECT_EQ(fds(), after_first);
+}
+
+} // namespace
