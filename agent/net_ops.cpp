@@ -3,6 +3,8 @@
 #include "netlink_socket.hpp"
 #include "op_registry.hpp"
 
+#include "nsagent/unique_fd.hpp"
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
@@ -14,6 +16,11 @@
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
 #include <map>
 #include <optional>
 #include <string>
@@ -407,6 +414,104 @@ op_result routes_op(op_context& c)
     return out;
 }
 
+// ---- sysctls ---------------------------------------------------------------------------
+
+// "net.ipv4.conf.eth0/100.forwarding" -> "/proc/sys/net/ipv4/conf/eth0.100/forwarding", the
+// sysctl(8) spelling. Only per-namespace keys under net., and no component may escape.
+boost::system::result<std::string, op_error> sysctl_path(const op_context& c)
+{
+    auto name = arg_string(c, "name");
+    if (!name)
+        return name.error();
+    auto bad = [&](const char* why) {
+        return agent_failure(errc::bad_request, "sysctl \"" + *name + "\": " + why);
+    };
+    if (name->rfind("net.", 0) != 0)
+        return bad("only keys under net. are per network namespace");
+    std::string path = "/proc/sys/";
+    std::string component;
+    auto flush = [&]() -> bool {
+        if (component.empty() || component == "." || component == "..")
+            return false;
+        path += component;
+        component.clear();
+        return true;
+    };
+    for (char ch : *name) {
+        if (ch == '.') {
+            if (!flush())
+                return bad("empty, . or .. component");
+            path += '/';
+        } else if (ch == '/') {
+            component += '.';
+        } else if (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '@' || ch == ':' || ch == '+') {
+            component += ch;
+        } else {
+            return bad("unexpected character");
+        }
+    }
+    if (!flush())
+        return bad("empty, . or .. component");
+    return path;
+}
+
+// Read on the worker: a net sysctl file is resolved in the network namespace of the thread
+// that opens it, so this reads the target's value whatever the agent's own namespace.
+boost::system::result<std::string, op_error> read_sysctl(const std::string& path)
+{
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!fd)
+        return os_failure(errno, "open " + path);
+    std::string v;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0)
+            return os_failure(errno, "read " + path);
+        if (n == 0)
+            break;
+        v.append(buf, static_cast<std::size_t>(n));
+    }
+    while (!v.empty() && (v.back() == '\n' || v.back() == ' '))
+        v.pop_back();
+    return v;
+}
+
+op_result sysctl_get_op(op_context& c)
+{
+    auto path = sysctl_path(c);
+    if (!path)
+        return path.error();
+    auto v = read_sysctl(*path);
+    if (!v)
+        return v.error();
+    return json::object{{"name", c.req.args.at("name")}, {"value", *v}};
+}
+
+op_result sysctl_set_op(op_context& c)
+{
+    auto path = sysctl_path(c);
+    if (!path)
+        return path.error();
+    auto* value = c.req.args.if_contains("value");
+    if (!value || !(value->is_string() || value->is_int64()))
+        return agent_failure(errc::bad_request, "\"args.value\" must be a string or an integer");
+    std::string text = value->is_string() ? std::string(value->get_string()) : std::to_string(value->get_int64());
+    auto previous = read_sysctl(*path);
+    if (!previous)
+        return previous.error();
+    unique_fd fd(::open(path->c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!fd)
+        return os_failure(errno, "open " + *path);
+    text += '\n';
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+        return os_failure(errno, "write " + *path);
+    auto now = read_sysctl(*path);
+    if (!now)
+        return now.error();
+    return json::object{{"name", c.req.args.at("name")}, {"value", *now}, {"previous", *previous}};
+}
+
 } // namespace
 
 void register_net_ops(op_registry& r)
@@ -414,6 +519,8 @@ void register_net_ops(op_registry& r)
     r.add({"net.links", op_class::read, op_site::worker, ns_need::required, ns_type::net, &links_op});
     r.add({"net.addrs", op_class::read, op_site::worker, ns_need::required, ns_type::net, &addrs_op});
     r.add({"net.routes", op_class::read, op_site::worker, ns_need::required, ns_type::net, &routes_op});
+    r.add({"net.sysctl_get", op_class::read, op_site::worker, ns_need::required, ns_type::net, &sysctl_get_op});
+    r.add({"net.sysctl_set", op_class::write, op_site::worker, ns_need::required, ns_type::net, &sysctl_set_op});
 }
 
 } // namespace nsagent

@@ -292,6 +292,22 @@ void cmd_net_routes(session& s, const selector& sel, const std::string& family, 
     }
 }
 
+// `sysctl NAME` / `sysctl NAME=VALUE` style.
+void cmd_net_sysctl(session& s, const selector& sel, const std::string& name, const std::string& value)
+{
+    json::object args{{"name", name}};
+    if (!value.empty())
+        args["value"] = value;
+    auto r = s.call(value.empty() ? "net.sysctl_get" : "net.sysctl_set", sel, std::move(args));
+    if (s.raw(r))
+        return;
+    auto& o = r.as_object();
+    std::cout << name << " = " << at(o, "value");
+    if (o.contains("previous"))
+        std::cout << " (was " << at(o, "previous") << ")";
+    std::cout << '\n';
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -337,6 +353,11 @@ int main(int argc, char** argv)
     net_routes->add_option("NS", ns_text, "The network namespace")->required();
     net_routes->add_option("--family", family, "inet or inet6")->check(CLI::IsMember({"inet", "inet6"}));
     net_routes->add_option("--table", table, "main (default), local, default, or a number");
+    std::string sysctl_name, sysctl_value;
+    auto* net_sysctl = net->add_subcommand("sysctl", "Read, or with VALUE write, a net.* sysctl of the namespace");
+    net_sysctl->add_option("NS", ns_text, "The network namespace")->required();
+    net_sysctl->add_option("NAME", sysctl_name, "A key under net., e.g. net.ipv4.ip_forward")->required();
+    net_sysctl->add_option("VALUE", sysctl_value, "The new value");
 
     try {
         app.parse(argc, argv);
@@ -359,15 +380,17 @@ int main(int argc, char** argv)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
-        else if (*net_links || *net_addrs || *net_routes) {
+        else if (*net_links || *net_addrs || *net_routes || *net_sysctl) {
             o.type = "net"; // net commands mean network namespaces
             auto sel = ns_arg(ns_text, o);
             if (*net_links)
                 cmd_net_links(s, sel);
             else if (*net_addrs)
                 cmd_net_addrs(s, sel);
-            else
+            else if (*net_routes)
                 cmd_net_routes(s, sel, family, table);
+            else
+                cmd_net_sysctl(s, sel, sysctl_name, sysctl_value);
         }
     } catch (const usage_error& e) {
         std::fprintf(stderr, "nsctl: %s\n", e.what.c_str());

@@ -160,3 +160,36 @@ TEST_F(NetOps, OneNetlinkSocketPerWorkerIsReused)
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(NetOps, SysctlsAreReadAndWrittenInTheTargetNamespaceOnly)
+{
+    auto host_before = sh_out("cat /proc/sys/net/ipv4/ip_forward");
+    auto get = call(*client_, "net.sysctl_get", net_ns(ns_->name()), {{"name", "net.ipv4.ip_forward"}});
+    ASSERT_TRUE(get.ok()) << json::serialize(get.value);
+    auto set = call(*client_, "net.sysctl_set", net_ns(ns_->name()), {{"name", "net.ipv4.ip_forward"}, {"value", 1}});
+    ASSERT_TRUE(set.ok()) << json::serialize(set.value);
+    EXPECT_EQ(set.value.at("result").at("value"), json::value("1"));
+    EXPECT_EQ(sh_out("ip netns exec " + ns_->name() + " cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+    EXPECT_EQ(sh_out("cat /proc/sys/net/ipv4/ip_forward"), host_before) << "the host's value is untouched";
+    // Per-interface keys use sysctl(8)'s spelling.
+    auto mtu = call(*client_, "net.sysctl_get", net_ns(ns_->name()), {{"name", "net.ipv6.conf.a0.mtu"}});
+    EXPECT_TRUE(mtu.ok()) << json::serialize(mtu.value);
+}
+
+TEST_F(NetOps, SysctlNamesThatEscapeOrAreNotPerNamespaceAreRefused)
+{
+    for (auto* name : {"kernel.hostname", "net..ipv4", "net.ipv4/../../kernel/hostname", "net.ipv4.", "net.ipv4 x",
+                       "net.ipv4.conf.all.forwarding\n"}) {
+        auto f = call(*client_, "net.sysctl_get", net_ns(ns_->name()), {{"name", name}});
+        EXPECT_EQ(f.error_code(), "bad_request") << name;
+    }
+    auto missing = call(*client_, "net.sysctl_get", net_ns(ns_->name()), {{"name", "net.ipv4.no_such_key"}});
+    EXPECT_EQ(missing.error_code(), "os_error");
+    EXPECT_EQ(missing.value.at("error").at("errno_name"), json::value("ENOENT"));
+    auto invalid = call(*client_, "net.sysctl_set", net_ns(ns_->name()), {{"name", "net.ipv4.ip_forward"}, {"value", "x"}});
+    EXPECT_EQ(invalid.error_code(), "os_error");
+}
+
+} // namespace
