@@ -7,6 +7,7 @@
 #include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 namespace json = boost::json;
@@ -190,6 +191,41 @@ TEST_F(NetOps, SysctlNamesThatEscapeOrAreNotPerNamespaceAreRefused)
     EXPECT_EQ(missing.value.at("error").at("errno_name"), json::value("ENOENT"));
     auto invalid = call(*client_, "net.sysctl_set", net_ns(ns_->name()), {{"name", "net.ipv4.ip_forward"}, {"value", "x"}});
     EXPECT_EQ(invalid.error_code(), "os_error");
+}
+
+} // namespace
+
+namespace {
+
+// No fd leaks: the agent's fd count is the same before and after 1,000 mixed requests,
+// failures and passed fds included.
+TEST_F(NetOps, AThousandMixedRequestsLeakNoFd)
+{
+    ours("net.links"); // the worker and its netlink socket exist before the first count
+    int before = agent_->fd_count();
+    unique_fd nsfd(::open(ns_->path().c_str(), O_RDONLY | O_CLOEXEC));
+    int list[] = {nsfd.get()};
+    for (int i = 0; i < 1000; ++i) {
+        switch (i % 8) {
+        case 0: EXPECT_TRUE(call(*client_, "ns.ping", net_ns(ns_->name())).ok()); break;
+        case 1: EXPECT_EQ(call(*client_, "ns.ping", net_ns("nsat-missing")).error_code(), "ns_not_found"); break;
+        case 2: EXPECT_TRUE(call(*client_, "net.addrs", net_ns(ns_->name())).ok()); break;
+        case 3: EXPECT_EQ(call(*client_, "net.routes", net_ns(ns_->name()), {{"family", "x"}}).error_code(), "bad_request"); break;
+        case 4: {
+            auto f = client_->call({{"op", "net.links"}, {"ns", {{"type", "net"}, {"fd", 0}}}}, list, 10000);
+            EXPECT_TRUE(f && f->ok());
+            break;
+        }
+        case 5: {
+            auto f = client_->call({{"op", "agent.ping"}}, list, 10000); // an fd the op does not want
+            EXPECT_TRUE(f && f->ok());
+            break;
+        }
+        case 6: EXPECT_EQ(call(*client_, "net.sysctl_get", net_ns(ns_->name()), {{"name", "net.nope"}}).error_code(), "os_error"); break;
+        case 7: EXPECT_EQ(call(*client_, "ns.ping", {{"type", "mnt"}, {"path", ns_->path()}}).error_code(), "ns_type_mismatch"); break;
+        }
+    }
+    EXPECT_TRUE(wait_until([&] { return agent_->fd_count() == before; })) << agent_->fd_count() << " vs " << before;
 }
 
 } // namespace
