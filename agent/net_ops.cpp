@@ -193,7 +193,13 @@ std::string name_of(const std::vector<link>& links, int ifindex)
     return "if" + std::to_string(ifindex);
 }
 
-op_result links_op(op_context& c)
+// The worker's netlink socket and the current links: every net op needs names for ifindexes.
+struct link_view {
+    netlink_socket* nl;
+    std::vector<link> links;
+};
+
+boost::system::result<link_view, op_error> links_of(op_context& c)
 {
     auto nl = rtnl(c);
     if (!nl)
@@ -201,15 +207,24 @@ op_result links_op(op_context& c)
     auto links = dump_links(**nl);
     if (!links)
         return links.error();
+    return link_view{*nl, std::move(*links)};
+}
+
+op_result links_op(op_context& c)
+{
+    auto view = links_of(c);
+    if (!view)
+        return view.error();
+    auto& links = view->links;
     json::array out;
-    for (auto& l : *links) {
+    for (auto& l : links) {
         json::object o;
         o["ifindex"] = l.ifindex;
         bool master_down = false;
         if (l.link_index && !l.link_netnsid) {
             // The peer is in this namespace: iproute2 names it, and says M-DOWN when it is down.
-            o["link"] = name_of(*links, l.link_index);
-            for (auto& peer : *links)
+            o["link"] = name_of(links, l.link_index);
+            for (auto& peer : links)
                 if (peer.ifindex == l.link_index)
                     master_down = !(peer.flags & IFF_UP);
         } else if (l.link_index) {
@@ -221,7 +236,7 @@ op_result links_op(op_context& c)
         o["flags"] = link_flags(l.flags, master_down);
         o["mtu"] = l.mtu;
         if (l.master)
-            o["master"] = name_of(*links, l.master);
+            o["master"] = name_of(links, l.master);
         if (l.operstate)
             o["operstate"] = operstate_name(*l.operstate);
         o["link_type"] = link_type_name(l.type);
@@ -238,15 +253,13 @@ op_result links_op(op_context& c)
 
 op_result addrs_op(op_context& c)
 {
-    auto nl = rtnl(c);
-    if (!nl)
-        return nl.error();
-    auto links = dump_links(**nl);
-    if (!links)
-        return links.error();
+    auto view = links_of(c);
+    if (!view)
+        return view.error();
+    auto& links = view->links;
     std::map<int, json::array> by_link;
-    auto* nlh = dump_request(**nl, RTM_GETADDR, sizeof(ifaddrmsg));
-    auto err = (*nl)->talk(
+    auto* nlh = dump_request(*view->nl, RTM_GETADDR, sizeof(ifaddrmsg));
+    auto err = view->nl->talk(
         nlh,
         [&](const nlmsghdr* m) {
             if (m->nlmsg_type != RTM_NEWADDR)
@@ -282,7 +295,7 @@ op_result addrs_op(op_context& c)
     if (err)
         return *err;
     json::array out;
-    for (auto& l : *links)
+    for (auto& l : links)
         out.push_back(json::object{{"ifindex", l.ifindex}, {"ifname", l.ifname}, {"addr_info", std::move(by_link[l.ifindex])}});
     return out;
 }
@@ -334,17 +347,15 @@ op_result routes_op(op_context& c)
     auto table = table_arg(c);
     if (!table)
         return table.error();
-    auto nl = rtnl(c);
-    if (!nl)
-        return nl.error();
-    auto links = dump_links(**nl);
-    if (!links)
-        return links.error();
+    auto view = links_of(c);
+    if (!view)
+        return view.error();
+    auto& links = view->links;
 
-    auto* nlh = dump_request(**nl, RTM_GETROUTE, sizeof(rtmsg));
+    auto* nlh = dump_request(*view->nl, RTM_GETROUTE, sizeof(rtmsg));
     static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh))->rtm_family = static_cast<unsigned char>(family);
     json::array out;
-    auto err = (*nl)->talk(
+    auto err = view->nl->talk(
         nlh,
         [&](const nlmsghdr* m) {
             if (m->nlmsg_type != RTM_NEWROUTE)
@@ -382,7 +393,7 @@ op_result routes_op(op_context& c)
             if (gw)
                 o["gateway"] = ip_text(family, gw);
             if (oif)
-                o["dev"] = name_of(*links, static_cast<int>(*oif));
+                o["dev"] = name_of(links, static_cast<int>(*oif));
             // iproute2 leaves out the default protocol, "boot".
             if (rt->rtm_protocol != RTPROT_BOOT)
                 o["protocol"] = protocol_name(rt->rtm_protocol);

@@ -155,20 +155,23 @@ TEST_F(Agent, AFullQueueAnswersBusy)
     netns n;
     agent_process a({{"queue_depth", 2}});
     auto c = a.connect();
+    auto observer = a.connect();
     auto ns = json::serialize(net_ns(n.name()));
+    ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":2000},"ns":)" + ns + "}"));
+    // Once the sleep runs and the queue is empty, two requests fit and the third is refused.
+    ASSERT_TRUE(wait_until([&] {
+        auto w = worker_of(observer, n.ino());
+        return !w.empty() && w.at("active").as_int64() == 1 && w.at("queue_depth").as_int64() == 0;
+    }));
     auto frames = pipeline(c,
-                           {R"({"id":1,"op":"test.sleep","args":{"ms":700},"ns":)" + ns + "}",
-                            R"({"id":2,"op":"ns.ping","ns":)" + ns + "}", R"({"id":3,"op":"ns.ping","ns":)" + ns + "}",
+                           {R"({"id":2,"op":"ns.ping","ns":)" + ns + "}", R"({"id":3,"op":"ns.ping","ns":)" + ns + "}",
                             R"({"id":4,"op":"ns.ping","ns":)" + ns + "}"},
                            4);
-    // The sleep may still be queued when 4 arrives (the worker starting), so 2 or 3 fit.
-    int busy = 0;
-    for (auto& f : frames)
-        busy += f.error_code() == "busy";
-    EXPECT_GE(busy, 1);
-    ASSERT_TRUE(by_id(frames, json::value(4)));
-    EXPECT_EQ(by_id(frames, json::value(4))->error_code(), "busy");
-    EXPECT_TRUE(by_id(frames, json::value(1))->ok());
+    ASSERT_EQ(frames.size(), 4u);
+    EXPECT_EQ(frames[0].value.at("id"), json::value(4)) << "busy is answered at once, not after the queue";
+    EXPECT_EQ(frames[0].error_code(), "busy");
+    for (int id : {1, 2, 3})
+        EXPECT_TRUE(by_id(frames, json::value(id))->ok()) << id;
 }
 
 TEST_F(Agent, APastDeadlineAnswersTimeoutAndTheRequestNeverRuns)
@@ -199,7 +202,7 @@ TEST_F(Agent, ADisconnectCancelsQueuedRequests)
     {
         auto c = a.connect();
         auto ns = json::serialize(net_ns(n.name()));
-        ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":400},"ns":)" + ns + "}"));
+        ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":1500},"ns":)" + ns + "}"));
         for (int i = 2; i < 6; ++i)
             ASSERT_FALSE(c.send_line(R"({"id":)" + std::to_string(i) + R"(,"op":"ns.ping","ns":)" + ns + "}"));
         // The requests are read before the close is seen: wait until they are in flight.
@@ -219,7 +222,7 @@ TEST_F(Agent, CancelEndsAQueuedRequestWithOneFinalFrame)
     auto c = a.connect();
     auto ns = json::serialize(net_ns(n.name()));
     auto frames = pipeline(c,
-                           {R"({"id":"s","op":"test.sleep","args":{"ms":500},"ns":)" + ns + "}",
+                           {R"({"id":"s","op":"test.sleep","args":{"ms":1500},"ns":)" + ns + "}",
                             R"({"id":"p","op":"ns.ping","ns":)" + ns + "}",
                             R"({"id":"c","op":"agent.cancel","args":{"id":"p"}})",
                             R"({"id":"c2","op":"agent.cancel","args":{"id":"nope"}})"},
@@ -363,8 +366,8 @@ TEST_F(Agent, AtMaxWorkersTheLeastRecentlyUsedIdleWorkerRetiresOrTheAnswerIsBusy
     // Nothing idle to retire: busy.
     auto ns1 = json::serialize(net_ns(n1.name())), ns3 = json::serialize(net_ns(n3.name()));
     auto frames = pipeline(c,
-                           {R"({"id":1,"op":"test.sleep","args":{"ms":500},"ns":)" + ns1 + "}",
-                            R"({"id":2,"op":"test.sleep","args":{"ms":500},"ns":)" + ns3 + "}",
+                           {R"({"id":1,"op":"test.sleep","args":{"ms":1500},"ns":)" + ns1 + "}",
+                            R"({"id":2,"op":"test.sleep","args":{"ms":1500},"ns":)" + ns3 + "}",
                             R"({"id":3,"op":"ns.ping","ns":)" + json::serialize(net_ns(n2.name())) + "}"},
                            3);
     EXPECT_EQ(by_id(frames, json::value(3))->error_code(), "busy");
@@ -426,7 +429,7 @@ TEST_F(Agent, ADuplicateInFlightIdIsRefused)
     auto c = a.connect();
     auto ns = json::serialize(net_ns(n.name()));
     auto frames = pipeline(c,
-                           {R"({"id":7,"op":"test.sleep","args":{"ms":300},"ns":)" + ns + "}",
+                           {R"({"id":7,"op":"test.sleep","args":{"ms":1500},"ns":)" + ns + "}",
                             R"({"id":7,"op":"agent.ping"})", R"({"id":"7","op":"agent.ping"})"},
                            3);
     EXPECT_EQ(frames[0].error_code(), "bad_request");
