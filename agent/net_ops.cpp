@@ -425,6 +425,207 @@ op_result routes_op(op_context& c)
     return out;
 }
 
+// ---- mutations ------------------------------------------------------------------------
+
+// An address with an optional prefix length: "10.1.0.0/24", "2001:db8::1", "default".
+struct prefix {
+    int family = AF_UNSPEC;
+    unsigned char bytes[16] = {};
+    unsigned len = 0;
+    std::size_t size() const { return family == AF_INET ? 4 : 16; }
+};
+
+std::optional<prefix> parse_prefix(std::string_view text, bool allow_default)
+{
+    prefix p;
+    if (allow_default && text == "default")
+        return p; // family decided by the caller
+    std::string addr(text.substr(0, text.find('/')));
+    if (::inet_pton(AF_INET, addr.c_str(), p.bytes) == 1)
+        p.family = AF_INET;
+    else if (::inet_pton(AF_INET6, addr.c_str(), p.bytes) == 1)
+        p.family = AF_INET6;
+    else
+        return std::nullopt;
+    unsigned max = p.family == AF_INET ? 32 : 128;
+    p.len = max;
+    if (auto slash = text.find('/'); slash != std::string_view::npos) {
+        auto digits = text.substr(slash + 1);
+        if (digits.empty() || digits.size() > 3)
+            return std::nullopt;
+        unsigned v = 0;
+        for (char ch : digits) {
+            if (ch < '0' || ch > '9')
+                return std::nullopt;
+            v = v * 10 + static_cast<unsigned>(ch - '0');
+        }
+        if (v > max)
+            return std::nullopt;
+        p.len = v;
+    }
+    return p;
+}
+
+boost::system::result<int, op_error> ifindex_of(const std::vector<link>& links, const std::string& name)
+{
+    for (auto& l : links)
+        if (l.ifname == name)
+            return l.ifindex;
+    return os_failure(ENODEV, "no link named \"" + name + "\" in this namespace");
+}
+
+nlmsghdr* change_request(netlink_socket& nl, std::uint16_t type, std::uint16_t flags, std::size_t extra)
+{
+    nlmsghdr* nlh = mnl_nlmsg_put_header(nl.buffer());
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    mnl_nlmsg_put_extra_header(nlh, extra);
+    return nlh;
+}
+
+std::optional<op_error> ack(netlink_socket& nl, nlmsghdr* nlh, const std::string& what)
+{
+    return nl.talk(nlh, [](const nlmsghdr*) {}, what);
+}
+
+op_result link_set_op(op_context& c)
+{
+    auto name = arg_string(c, "ifname");
+    if (!name)
+        return name.error();
+    auto* up = c.req.args.if_contains("up");
+    auto* mtu = c.req.args.if_contains("mtu");
+    if (up && !up->is_bool())
+        return agent_failure(errc::bad_request, "\"args.up\" must be true or false");
+    if (mtu && !(mtu->is_int64() && mtu->get_int64() > 0 && mtu->get_int64() <= 0xffffffLL))
+        return agent_failure(errc::bad_request, "\"args.mtu\" must be a positive integer");
+    if (!up && !mtu)
+        return agent_failure(errc::bad_request, "nothing to change: give \"up\" and/or \"mtu\"");
+    auto view = links_of(c);
+    if (!view)
+        return view.error();
+    auto index = ifindex_of(view->links, *name);
+    if (!index)
+        return index.error();
+    auto* nlh = change_request(*view->nl, RTM_NEWLINK, 0, sizeof(ifinfomsg));
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = *index;
+    json::object changed;
+    if (up) {
+        ifi->ifi_change = IFF_UP;
+        ifi->ifi_flags = up->get_bool() ? IFF_UP : 0;
+        changed["up"] = up->get_bool();
+    }
+    if (mtu) {
+        mnl_attr_put_u32(nlh, IFLA_MTU, static_cast<std::uint32_t>(mtu->get_int64()));
+        changed["mtu"] = mtu->get_int64();
+    }
+    if (auto err = ack(*view->nl, nlh, "RTM_NEWLINK " + *name))
+        return *err;
+    return json::object{{"ifname", *name}, {"changed", std::move(changed)}};
+}
+
+op_result addr_change(op_context& c, bool add)
+{
+    auto name = arg_string(c, "ifname");
+    if (!name)
+        return name.error();
+    auto text = arg_string(c, "address");
+    if (!text)
+        return text.error();
+    auto p = parse_prefix(*text, false);
+    if (!p)
+        return agent_failure(errc::bad_request, "\"args.address\" must be an address with a prefix length, e.g. 10.1.0.2/24");
+    auto view = links_of(c);
+    if (!view)
+        return view.error();
+    auto index = ifindex_of(view->links, *name);
+    if (!index)
+        return index.error();
+    auto* nlh = change_request(*view->nl, add ? RTM_NEWADDR : RTM_DELADDR, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+                               sizeof(ifaddrmsg));
+    auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_get_payload(nlh));
+    ifa->ifa_family = static_cast<unsigned char>(p->family);
+    ifa->ifa_prefixlen = static_cast<unsigned char>(p->len);
+    ifa->ifa_index = static_cast<unsigned>(*index);
+    mnl_attr_put(nlh, IFA_LOCAL, p->size(), p->bytes);
+    mnl_attr_put(nlh, IFA_ADDRESS, p->size(), p->bytes);
+    if (auto err = ack(*view->nl, nlh, std::string(add ? "RTM_NEWADDR " : "RTM_DELADDR ") + *text + " dev " + *name))
+        return *err;
+    return json::object{{"ifname", *name}, {"address", *text}, {add ? "added" : "deleted", true}};
+}
+
+op_result addr_add_op(op_context& c) { return addr_change(c, true); }
+op_result addr_del_op(op_context& c) { return addr_change(c, false); }
+
+op_result route_change(op_context& c, bool add)
+{
+    auto dst_text = arg_string(c, "dst");
+    if (!dst_text)
+        return dst_text.error();
+    auto dst = parse_prefix(*dst_text, true);
+    if (!dst)
+        return agent_failure(errc::bad_request, "\"args.dst\" must be \"default\" or a prefix such as 10.1.0.0/24");
+    std::optional<prefix> gw;
+    if (auto* g = c.req.args.if_contains("gateway"); g && !g->is_null()) {
+        if (!g->is_string() || !(gw = parse_prefix(g->get_string(), false)) || gw->len != (gw->family == AF_INET ? 32u : 128u))
+            return agent_failure(errc::bad_request, "\"args.gateway\" must be an address");
+    }
+    int family = dst->family != AF_UNSPEC ? dst->family : gw ? gw->family : AF_INET;
+    if (gw && gw->family != family)
+        return agent_failure(errc::bad_request, "\"args.gateway\" and \"args.dst\" are of different families");
+    dst->family = family;
+    auto table = table_arg(c);
+    if (!table)
+        return table.error();
+    auto view = links_of(c);
+    if (!view)
+        return view.error();
+    std::optional<int> oif;
+    if (auto* d = c.req.args.if_contains("dev"); d && !d->is_null()) {
+        if (!d->is_string())
+            return agent_failure(errc::bad_request, "\"args.dev\" must be a link name");
+        auto index = ifindex_of(view->links, std::string(d->get_string()));
+        if (!index)
+            return index.error();
+        oif = *index;
+    }
+    if (!gw && !oif)
+        return agent_failure(errc::bad_request, "a route needs \"gateway\" or \"dev\"");
+
+    auto* nlh = change_request(*view->nl, add ? RTM_NEWROUTE : RTM_DELROUTE, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+                               sizeof(rtmsg));
+    auto* rt = static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh));
+    rt->rtm_family = static_cast<unsigned char>(family);
+    rt->rtm_dst_len = static_cast<unsigned char>(dst->len);
+    rt->rtm_table = static_cast<unsigned char>(*table < 256 ? *table : static_cast<std::uint32_t>(RT_TABLE_UNSPEC));
+    // As `ip route add`: protocol boot, link scope for a route without a gateway. A delete
+    // matches any scope (nowhere), as `ip route del` does.
+    rt->rtm_protocol = add ? RTPROT_BOOT : RTPROT_UNSPEC;
+    rt->rtm_scope = !add ? RT_SCOPE_NOWHERE : gw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
+    rt->rtm_type = RTN_UNICAST;
+    if (*table >= 256)
+        mnl_attr_put_u32(nlh, RTA_TABLE, *table);
+    if (dst->len)
+        mnl_attr_put(nlh, RTA_DST, dst->size(), dst->bytes);
+    if (gw)
+        mnl_attr_put(nlh, RTA_GATEWAY, gw->size(), gw->bytes);
+    if (oif)
+        mnl_attr_put_u32(nlh, RTA_OIF, static_cast<std::uint32_t>(*oif));
+    if (auto err = ack(*view->nl, nlh, std::string(add ? "RTM_NEWROUTE " : "RTM_DELROUTE ") + *dst_text))
+        return *err;
+    json::object out{{"dst", *dst_text}, {add ? "added" : "deleted", true}};
+    if (gw)
+        out["gateway"] = c.req.args.at("gateway");
+    if (oif)
+        out["dev"] = c.req.args.at("dev");
+    return out;
+}
+
+op_result route_add_op(op_context& c) { return route_change(c, true); }
+op_result route_del_op(op_context& c) { return route_change(c, false); }
+
 // ---- sysctls ---------------------------------------------------------------------------
 
 // "net.ipv4.conf.eth0/100.forwarding" -> "/proc/sys/net/ipv4/conf/eth0.100/forwarding", the
@@ -530,6 +731,11 @@ void register_net_ops(op_registry& r)
     r.add({"net.links", op_class::read, op_site::worker, ns_need::required, ns_type::net, &links_op});
     r.add({"net.addrs", op_class::read, op_site::worker, ns_need::required, ns_type::net, &addrs_op});
     r.add({"net.routes", op_class::read, op_site::worker, ns_need::required, ns_type::net, &routes_op});
+    r.add({"net.link_set", op_class::write, op_site::worker, ns_need::required, ns_type::net, &link_set_op});
+    r.add({"net.addr_add", op_class::write, op_site::worker, ns_need::required, ns_type::net, &addr_add_op});
+    r.add({"net.addr_del", op_class::write, op_site::worker, ns_need::required, ns_type::net, &addr_del_op});
+    r.add({"net.route_add", op_class::write, op_site::worker, ns_need::required, ns_type::net, &route_add_op});
+    r.add({"net.route_del", op_class::write, op_site::worker, ns_need::required, ns_type::net, &route_del_op});
     r.add({"net.sysctl_get", op_class::read, op_site::worker, ns_need::required, ns_type::net, &sysctl_get_op});
     r.add({"net.sysctl_set", op_class::write, op_site::worker, ns_need::required, ns_type::net, &sysctl_set_op});
 }

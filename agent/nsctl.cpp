@@ -308,6 +308,49 @@ void cmd_net_sysctl(session& s, const selector& sel, const std::string& name, co
     std::cout << '\n';
 }
 
+// Prints what a mutation changed, or the raw result.
+void print_change(session& s, const json::value& r)
+{
+    if (s.raw(r))
+        return;
+    std::cout << json::serialize(r) << '\n';
+}
+
+// `nsctl net set NS IFNAME up|down|mtu N ...`
+void cmd_net_set(session& s, const selector& sel, const std::string& ifname, const std::vector<std::string>& what)
+{
+    json::object args{{"ifname", ifname}};
+    for (std::size_t i = 0; i < what.size(); ++i) {
+        if (what[i] == "up" || what[i] == "down")
+            args["up"] = what[i] == "up";
+        else if (what[i] == "mtu" && i + 1 < what.size() && !what[i + 1].empty() &&
+                 std::all_of(what[i + 1].begin(), what[i + 1].end(), ::isdigit))
+            args["mtu"] = std::stoll(what[++i]);
+        else
+            throw usage_error{"net set: expected up, down or mtu N, got \"" + what[i] + "\""};
+    }
+    print_change(s, s.call("net.link_set", sel, std::move(args)));
+}
+
+// `nsctl net route add|del NS DST [via GW] [dev IF] [table T]`
+json::object route_args(const std::string& dst, const std::vector<std::string>& rest)
+{
+    json::object args{{"dst", dst}};
+    for (std::size_t i = 0; i < rest.size(); i += 2) {
+        if (i + 1 >= rest.size())
+            throw usage_error{"net route: \"" + rest[i] + "\" needs a value"};
+        if (rest[i] == "via")
+            args["gateway"] = rest[i + 1];
+        else if (rest[i] == "dev")
+            args["dev"] = rest[i + 1];
+        else if (rest[i] == "table")
+            args["table"] = rest[i + 1];
+        else
+            throw usage_error{"net route: expected via GW, dev IF or table T, got \"" + rest[i] + "\""};
+    }
+    return args;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -353,6 +396,30 @@ int main(int argc, char** argv)
     net_routes->add_option("NS", ns_text, "The network namespace")->required();
     net_routes->add_option("--family", family, "inet or inet6")->check(CLI::IsMember({"inet", "inet6"}));
     net_routes->add_option("--table", table, "main (default), local, default, or a number");
+    std::string ifname, cidr, dst;
+    std::vector<std::string> rest;
+    auto* net_set = net->add_subcommand("set", "Change a link: up, down, mtu N");
+    net_set->add_option("NS", ns_text, "The network namespace")->required();
+    net_set->add_option("IFNAME", ifname, "The link")->required();
+    net_set->add_option("WHAT", rest, "up | down | mtu N")->required();
+    auto* net_addr = net->add_subcommand("addr", "Add or delete an address");
+    net_addr->require_subcommand(1);
+    auto* net_addr_add = net_addr->add_subcommand("add", "Add IFNAME CIDR");
+    auto* net_addr_del = net_addr->add_subcommand("del", "Delete IFNAME CIDR");
+    for (auto* sub : {net_addr_add, net_addr_del}) {
+        sub->add_option("NS", ns_text, "The network namespace")->required();
+        sub->add_option("IFNAME", ifname, "The link")->required();
+        sub->add_option("CIDR", cidr, "Address with prefix length, e.g. 10.1.0.2/24")->required();
+    }
+    auto* net_route = net->add_subcommand("route", "Add or delete a route");
+    net_route->require_subcommand(1);
+    auto* net_route_add = net_route->add_subcommand("add", "Add DST [via GW] [dev IF] [table T]");
+    auto* net_route_del = net_route->add_subcommand("del", "Delete DST [via GW] [dev IF] [table T]");
+    for (auto* sub : {net_route_add, net_route_del}) {
+        sub->add_option("NS", ns_text, "The network namespace")->required();
+        sub->add_option("DST", dst, "default, or a prefix such as 10.1.0.0/24")->required();
+        sub->add_option("ARGS", rest, "via GW, dev IF, table T");
+    }
     std::string sysctl_name, sysctl_value;
     auto* net_sysctl = net->add_subcommand("sysctl", "Read, or with VALUE write, a net.* sysctl of the namespace");
     net_sysctl->add_option("NS", ns_text, "The network namespace")->required();
@@ -380,7 +447,7 @@ int main(int argc, char** argv)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
-        else if (*net_links || *net_addrs || *net_routes || *net_sysctl) {
+        else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route) {
             o.type = "net"; // net commands mean network namespaces
             auto sel = ns_arg(ns_text, o);
             if (*net_links)
@@ -389,6 +456,13 @@ int main(int argc, char** argv)
                 cmd_net_addrs(s, sel);
             else if (*net_routes)
                 cmd_net_routes(s, sel, family, table);
+            else if (*net_set)
+                cmd_net_set(s, sel, ifname, rest);
+            else if (*net_addr)
+                print_change(s, s.call(*net_addr_add ? "net.addr_add" : "net.addr_del", sel,
+                                       {{"ifname", ifname}, {"address", cidr}}));
+            else if (*net_route)
+                print_change(s, s.call(*net_route_add ? "net.route_add" : "net.route_del", sel, route_args(dst, rest)));
             else
                 cmd_net_sysctl(s, sel, sysctl_name, sysctl_value);
         }

@@ -229,3 +229,71 @@ TEST_F(NetOps, AThousandMixedRequestsLeakNoFd)
 }
 
 } // namespace
+
+namespace {
+
+// A copy, not a pointer: callers pass temporaries.
+std::optional<json::object> find_by(const json::array& a, const char* key, const json::value& v)
+{
+    for (auto& e : a)
+        if (e.as_object().contains(key) && e.at(key) == v)
+            return e.as_object();
+    return std::nullopt;
+}
+
+TEST_F(NetOps, MutationsAreSeenByIpAndErrorsCarryTheirErrno)
+{
+    auto ns = net_ns(ns_->name());
+    auto set = call(*client_, "net.link_set", ns, {{"ifname", "b0"}, {"up", true}, {"mtu", 1280}});
+    ASSERT_TRUE(set.ok()) << json::serialize(set.value);
+    auto b0 = find_by(ip_json("link"), "ifname", json::value("b0"));
+    ASSERT_TRUE(b0);
+    EXPECT_EQ(b0->at("mtu"), json::value(1280));
+    bool up = false;
+    for (auto& f : b0->at("flags").as_array())
+        up |= f == json::value("UP");
+    EXPECT_TRUE(up);
+
+    ASSERT_TRUE(call(*client_, "net.addr_add", ns, {{"ifname", "b0"}, {"address", "10.88.0.1/24"}}).ok());
+    ASSERT_TRUE(call(*client_, "net.addr_add", ns, {{"ifname", "b0"}, {"address", "2001:db8:88::1/64"}}).ok());
+    auto has_addr = [&](const char* local) {
+        for (auto& l : ip_json("addr"))
+            for (auto& a : l.at("addr_info").as_array())
+                if (a.at("local") == json::value(local))
+                    return true;
+        return false;
+    };
+    EXPECT_TRUE(has_addr("10.88.0.1"));
+    EXPECT_TRUE(has_addr("2001:db8:88::1"));
+    auto dup = call(*client_, "net.addr_add", ns, {{"ifname", "b0"}, {"address", "10.88.0.1/24"}});
+    EXPECT_EQ(dup.error_code(), "os_error");
+    EXPECT_EQ(dup.value.at("error").at("errno_name"), json::value("EEXIST"));
+
+    ASSERT_TRUE(call(*client_, "net.route_add", ns, {{"dst", "10.89.0.0/24"}, {"gateway", "10.88.0.2"}}).ok());
+    ASSERT_TRUE(call(*client_, "net.route_add", ns, {{"dst", "10.90.0.0/16"}, {"dev", "b0"}}).ok());
+    auto r1 = find_by(ip_json("route"), "dst", json::value("10.89.0.0/24"));
+    ASSERT_TRUE(r1);
+    EXPECT_EQ(r1->at("gateway"), json::value("10.88.0.2"));
+    EXPECT_EQ(r1->at("dev"), json::value("b0"));
+    auto r2 = find_by(ip_json("route"), "dst", json::value("10.90.0.0/16"));
+    ASSERT_TRUE(r2);
+    EXPECT_EQ(r2->at("scope"), json::value("link"));
+    auto again = call(*client_, "net.route_add", ns, {{"dst", "10.89.0.0/24"}, {"gateway", "10.88.0.2"}});
+    EXPECT_EQ(again.value.at("error").at("errno_name"), json::value("EEXIST"));
+
+    ASSERT_TRUE(call(*client_, "net.route_del", ns, {{"dst", "10.89.0.0/24"}, {"gateway", "10.88.0.2"}}).ok());
+    EXPECT_FALSE(find_by(ip_json("route"), "dst", json::value("10.89.0.0/24")));
+    auto gone = call(*client_, "net.route_del", ns, {{"dst", "10.89.0.0/24"}, {"gateway", "10.88.0.2"}});
+    EXPECT_EQ(gone.value.at("error").at("errno_name"), json::value("ESRCH"));
+    ASSERT_TRUE(call(*client_, "net.addr_del", ns, {{"ifname", "b0"}, {"address", "10.88.0.1/24"}}).ok());
+    EXPECT_FALSE(has_addr("10.88.0.1"));
+
+    auto nodev = call(*client_, "net.addr_add", ns, {{"ifname", "nope0"}, {"address", "10.88.1.1/24"}});
+    EXPECT_EQ(nodev.value.at("error").at("errno_name"), json::value("ENODEV"));
+    auto badaddr = call(*client_, "net.addr_add", ns, {{"ifname", "b0"}, {"address", "10.88.1.1/33"}});
+    EXPECT_EQ(badaddr.error_code(), "bad_request");
+    auto nothing = call(*client_, "net.link_set", ns, {{"ifname", "b0"}});
+    EXPECT_EQ(nothing.error_code(), "bad_request");
+}
+
+} // namespace
