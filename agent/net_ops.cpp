@@ -9,6 +9,9 @@
 #include <boost/json/object.hpp>
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <libmnl/libmnl.h>
 #include <linux/if.h>
 #include <linux/if_arp.h>
@@ -21,6 +24,8 @@
 
 #include <cctype>
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -626,6 +631,144 @@ op_result route_change(op_context& c, bool add)
 op_result route_add_op(op_context& c) { return route_change(c, true); }
 op_result route_del_op(op_context& c) { return route_change(c, false); }
 
+// ---- sockets handed out by fd ---------------------------------------------------------
+
+// "127.0.0.1:80", "[::1]:53", "@abstract", "/path". Unix paths resolve in the agent's own
+// mount namespace; abstract names are scoped by the network namespace, the useful case.
+struct endpoint {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+};
+
+std::optional<endpoint> parse_endpoint(std::string_view text, int family)
+{
+    endpoint e;
+    if (family == AF_UNIX) {
+        auto* un = reinterpret_cast<sockaddr_un*>(&e.addr);
+        un->sun_family = AF_UNIX;
+        if (text.empty() || text.size() >= sizeof un->sun_path)
+            return std::nullopt;
+        std::memcpy(un->sun_path, text.data(), text.size());
+        if (text.front() == '@')
+            un->sun_path[0] = '\0';
+        else if (text.front() != '/')
+            return std::nullopt;
+        e.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + text.size() + (text.front() == '@' ? 0 : 1));
+        return e;
+    }
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos)
+        return std::nullopt;
+    std::string host(text.substr(0, colon));
+    auto port_text = text.substr(colon + 1);
+    unsigned port = 0;
+    if (port_text.empty() || port_text.size() > 5)
+        return std::nullopt;
+    for (char ch : port_text) {
+        if (ch < '0' || ch > '9')
+            return std::nullopt;
+        port = port * 10 + static_cast<unsigned>(ch - '0');
+    }
+    if (port > 65535)
+        return std::nullopt;
+    if (family == AF_INET6) {
+        if (host.size() < 2 || host.front() != '[' || host.back() != ']')
+            return std::nullopt;
+        host = host.substr(1, host.size() - 2);
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(&e.addr);
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(static_cast<std::uint16_t>(port));
+        if (::inet_pton(AF_INET6, host.c_str(), &in6->sin6_addr) != 1)
+            return std::nullopt;
+        e.len = sizeof(sockaddr_in6);
+        return e;
+    }
+    auto* in = reinterpret_cast<sockaddr_in*>(&e.addr);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(static_cast<std::uint16_t>(port));
+    if (::inet_pton(AF_INET, host.c_str(), &in->sin_addr) != 1)
+        return std::nullopt;
+    e.len = sizeof(sockaddr_in);
+    return e;
+}
+
+std::string endpoint_text(const sockaddr_storage& a, socklen_t len)
+{
+    switch (a.ss_family) {
+    case AF_INET: {
+        auto& in = reinterpret_cast<const sockaddr_in&>(a);
+        return ip_text(AF_INET, &in.sin_addr) + ":" + std::to_string(ntohs(in.sin_port));
+    }
+    case AF_INET6: {
+        auto& in6 = reinterpret_cast<const sockaddr_in6&>(a);
+        return "[" + ip_text(AF_INET6, &in6.sin6_addr) + "]:" + std::to_string(ntohs(in6.sin6_port));
+    }
+    case AF_UNIX: {
+        auto& un = reinterpret_cast<const sockaddr_un&>(a);
+        auto n = static_cast<std::size_t>(len) - offsetof(sockaddr_un, sun_path);
+        if (n == 0)
+            return "";
+        if (un.sun_path[0] == '\0')
+            return "@" + std::string(un.sun_path + 1, n - 1);
+        return std::string(un.sun_path, strnlen(un.sun_path, n));
+    }
+    }
+    return "";
+}
+
+op_result socket_op(op_context& c)
+{
+    auto& args = c.req.args;
+    auto str = [&](const char* k, const char* def) -> std::string {
+        auto* v = args.if_contains(k);
+        return v && v->is_string() ? std::string(v->get_string()) : def;
+    };
+    std::string fam = str("family", "inet"), typ = str("type", "stream");
+    int family = fam == "inet" ? AF_INET : fam == "inet6" ? AF_INET6 : fam == "unix" ? AF_UNIX : -1;
+    int type = typ == "stream" ? SOCK_STREAM : typ == "dgram" ? SOCK_DGRAM : -1;
+    if (family < 0)
+        return agent_failure(errc::bad_request, "\"args.family\" must be inet, inet6 or unix");
+    if (type < 0)
+        return agent_failure(errc::bad_request, "\"args.type\" must be stream or dgram");
+    // Created on this worker's thread: the socket belongs to the worker's namespace for life,
+    // whichever process later uses the fd.
+    unique_fd s(::socket(family, type | SOCK_CLOEXEC, 0));
+    if (!s)
+        return os_failure(errno, "socket");
+    int one = 1;
+    if (auto* o = args.if_contains("options"); o && o->is_object()) {
+        if (auto* r = o->get_object().if_contains("reuseaddr"); r && *r == json::value(true))
+            if (::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+                return os_failure(errno, "setsockopt SO_REUSEADDR");
+        if (auto* v = o->get_object().if_contains("v6only"); v && v->is_bool() && family == AF_INET6) {
+            int on = v->get_bool();
+            if (::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) < 0)
+                return os_failure(errno, "setsockopt IPV6_V6ONLY");
+        }
+    }
+    if (auto* b = args.if_contains("bind"); b && !b->is_null()) {
+        auto e = b->is_string() ? parse_endpoint(b->get_string(), family) : std::nullopt;
+        if (!e)
+            return agent_failure(errc::bad_request, "\"args.bind\" must be host:port, [v6]:port, @name or /path for the family");
+        if (::bind(s.get(), reinterpret_cast<sockaddr*>(&e->addr), e->len) < 0)
+            return os_failure(errno, "bind " + std::string(b->get_string()));
+    }
+    if (auto* l = args.if_contains("listen"); l && !l->is_null()) {
+        if (!l->is_int64() || l->get_int64() < 0 || l->get_int64() > 65535)
+            return agent_failure(errc::bad_request, "\"args.listen\" must be a backlog from 0 to 65535");
+        if (type != SOCK_STREAM)
+            return agent_failure(errc::bad_request, "\"args.listen\" needs a stream socket");
+        if (::listen(s.get(), static_cast<int>(l->get_int64())) < 0)
+            return os_failure(errno, "listen");
+    }
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&local), &len);
+    json::object out{{"family", fam}, {"type", typ}, {"local", endpoint_text(local, len)}};
+    c.reply_fds.push_back(std::move(s));
+    return out;
+}
+
 // ---- sysctls ---------------------------------------------------------------------------
 
 // "net.ipv4.conf.eth0/100.forwarding" -> "/proc/sys/net/ipv4/conf/eth0.100/forwarding", the
@@ -736,6 +879,7 @@ void register_net_ops(op_registry& r)
     r.add({"net.addr_del", op_class::write, op_site::worker, ns_need::required, ns_type::net, &addr_del_op});
     r.add({"net.route_add", op_class::write, op_site::worker, ns_need::required, ns_type::net, &route_add_op});
     r.add({"net.route_del", op_class::write, op_site::worker, ns_need::required, ns_type::net, &route_del_op});
+    r.add({"net.socket", op_class::fd, op_site::worker, ns_need::required, ns_type::net, &socket_op});
     r.add({"net.sysctl_get", op_class::read, op_site::worker, ns_need::required, ns_type::net, &sysctl_get_op});
     r.add({"net.sysctl_set", op_class::write, op_site::worker, ns_need::required, ns_type::net, &sysctl_set_op});
 }

@@ -8,7 +8,13 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
 
 namespace json = boost::json;
 using namespace nsagent;
@@ -294,6 +300,67 @@ TEST_F(NetOps, MutationsAreSeenByIpAndErrorsCarryTheirErrno)
     EXPECT_EQ(badaddr.error_code(), "bad_request");
     auto nothing = call(*client_, "net.link_set", ns, {{"ifname", "b0"}});
     EXPECT_EQ(nothing.error_code(), "bad_request");
+}
+
+} // namespace
+
+namespace {
+
+// A listening socket made by the agent inside the namespace accepts a connection from inside
+// that namespace, and the same address from the host does not reach it.
+TEST_F(NetOps, ASocketFromNetSocketLivesInTheNamespace)
+{
+    auto f = client_->call({{"op", "net.socket"},
+                            {"ns", net_ns(ns_->name())},
+                            {"args", {{"family", "inet"}, {"bind", "127.0.0.1:0"}, {"listen", 8}}}},
+                           {}, 10000);
+    ASSERT_TRUE(f && f->ok()) << (f ? json::serialize(f->value) : f.error().message());
+    ASSERT_EQ(f->fds.size(), 1u);
+    EXPECT_EQ(f->value.at("fds"), json::value(1));
+    std::string local(f->value.at("result").at("local").as_string());
+    auto port = local.substr(local.rfind(':') + 1);
+    ASSERT_NE(port, "0");
+
+    // From the host: nothing listens there (the agent's copy is closed, ours is in the netns).
+    std::string host_try = sh_out("python3 -c \"import socket;s=socket.socket();s.settimeout(3);"
+                                  "print(s.connect_ex(('127.0.0.1'," + port + ")))\"");
+    EXPECT_NE(host_try, "0\n") << "the host namespace must not reach the namespace's listener";
+
+    // From inside the namespace: it connects and says hello.
+    std::string inside = sh_out("ip netns exec " + ns_->name() +
+                                " python3 -c \"import socket;s=socket.create_connection(('127.0.0.1'," + port +
+                                "),timeout=5);s.sendall(b'hello');print('sent')\"");
+    EXPECT_EQ(inside, "sent\n");
+    pollfd p{f->fds[0].get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+    unique_fd conn(::accept4(f->fds[0].get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(conn);
+    char buf[16] = {};
+    EXPECT_EQ(::recv(conn.get(), buf, sizeof buf, 0), 5);
+    EXPECT_STREQ(buf, "hello");
+}
+
+TEST_F(NetOps, AbstractUnixNamesAreScopedByTheNamespace)
+{
+    auto f = client_->call({{"op", "net.socket"},
+                            {"ns", net_ns(ns_->name())},
+                            {"args", {{"family", "unix"}, {"bind", "@nsat-abstract-test"}, {"listen", 1}}}},
+                           {}, 10000);
+    ASSERT_TRUE(f && f->ok()) << (f ? json::serialize(f->value) : f.error().message());
+    EXPECT_EQ(f->value.at("result").at("local"), json::value("@nsat-abstract-test"));
+    // The same abstract name is free in the host namespace.
+    unique_fd host(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::string name = "nsat-abstract-test";
+    std::memcpy(un.sun_path + 1, name.data(), name.size());
+    EXPECT_EQ(::bind(host.get(), reinterpret_cast<sockaddr*>(&un),
+                     static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())),
+              0);
+    auto bad = call(*client_, "net.socket", net_ns(ns_->name()), {{"family", "inet"}, {"bind", "127.0.0.1"}});
+    EXPECT_EQ(bad.error_code(), "bad_request");
+    auto inuse = call(*client_, "net.socket", net_ns(ns_->name()), {{"family", "unix"}, {"bind", "@nsat-abstract-test"}});
+    EXPECT_EQ(inuse.value.at("error").at("errno_name"), json::value("EADDRINUSE"));
 }
 
 } // namespace
