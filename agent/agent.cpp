@@ -108,7 +108,7 @@ agent::agent(asio::io_context& io, const config& cfg, const op_registry& ops, un
       acceptor_(io, asio::local::stream_protocol(), listener.release()),
       signals_(io, SIGTERM, SIGINT),
       pool_(
-          io, cfg, [this](const request_ptr& r) { finish(r, *r->result, std::move(r->reply_fds)); },
+          io, cfg, [this](const request_ptr& r) { complete(r); },
           [this](const request_ptr& r, const op_error& e) { finish(r, e); })
 {
 }
@@ -217,6 +217,16 @@ void agent::run_inline(const request_ptr& r, const std::shared_ptr<connection>& 
         res = agent_failure(errc::internal, std::string("exception: ") + e.what());
     }
     finish(r, res, std::move(ctx.reply_fds));
+}
+
+void agent::complete(const request_ptr& r)
+{
+    // A worker op with a loop half continues here, unless it failed or was already answered.
+    if (r->spec->then && *r->result && r->current() != pending_request::state::finished) {
+        r->spec->then(*this, r);
+        return;
+    }
+    finish(r, *r->result, std::move(r->reply_fds));
 }
 
 void agent::finish(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)

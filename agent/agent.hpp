@@ -56,6 +56,11 @@ public:
     bool cancel(const request_ptr& r);
     void connection_closed(const connection* c);
 
+    // The one way to a final reply: answers `r` unless another path already did (a timeout, a
+    // cancel, a disconnect). Fds of a reply that lost the race close here.
+    void finish(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds = {});
+    boost::asio::io_context& io() noexcept { return io_; }
+
     boost::json::object stats() const;
     const op_registry& ops() const noexcept { return ops_; }
     const config& cfg() const noexcept { return cfg_; }
@@ -65,7 +70,7 @@ public:
 
 private:
     void run_inline(const request_ptr& r, const std::shared_ptr<connection>& c);
-    void finish(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds = {});
+    void complete(const request_ptr& r);
     void send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds);
     std::size_t inflight_total() const;
     boost::asio::awaitable<void> accept_loop();

@@ -351,6 +351,26 @@ json::object route_args(const std::string& dst, const std::vector<std::string>& 
     return args;
 }
 
+// `nsctl net probe NS HOST:PORT`: exit 0 when reachable, 1 when not.
+int cmd_net_probe(session& s, const selector& sel, const std::string& address, int count)
+{
+    auto r = s.call("net.probe", sel, {{"address", address}, {"count", count}});
+    bool reachable = r.as_object().at("reachable").as_bool();
+    if (!s.raw(r)) {
+        std::cout << address << (reachable ? " is reachable" : " is not reachable") << " from " << describe(sel);
+        if (reachable) {
+            std::string times;
+            for (auto& t : r.as_object().at("connect_us").as_array())
+                times += (times.empty() ? "" : ", ") + (t.is_null() ? std::string("failed") : text(t) + " us");
+            std::cout << " (connect: " << times << ")";
+        } else {
+            std::cout << " (" << at(r.as_object(), "errno_name") << ")";
+        }
+        std::cout << '\n';
+    }
+    return reachable ? exit_ok : exit_op_error;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -420,6 +440,12 @@ int main(int argc, char** argv)
         sub->add_option("DST", dst, "default, or a prefix such as 10.1.0.0/24")->required();
         sub->add_option("ARGS", rest, "via GW, dev IF, table T");
     }
+    std::string probe_address;
+    int probe_count = 1;
+    auto* net_probe = net->add_subcommand("probe", "Can the namespace reach HOST:PORT over TCP? Exit 0 if so, 1 if not");
+    net_probe->add_option("NS", ns_text, "The network namespace")->required();
+    net_probe->add_option("ADDRESS", probe_address, "host:port or [v6]:port")->required();
+    net_probe->add_option("-c,--count", probe_count, "Connection attempts")->check(CLI::Range(1, 100));
     std::string sysctl_name, sysctl_value;
     auto* net_sysctl = net->add_subcommand("sysctl", "Read, or with VALUE write, a net.* sysctl of the namespace");
     net_sysctl->add_option("NS", ns_text, "The network namespace")->required();
@@ -447,7 +473,8 @@ int main(int argc, char** argv)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
-        else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route) {
+        else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route ||
+                 *net_probe) {
             o.type = "net"; // net commands mean network namespaces
             auto sel = ns_arg(ns_text, o);
             if (*net_links)
@@ -456,6 +483,8 @@ int main(int argc, char** argv)
                 cmd_net_addrs(s, sel);
             else if (*net_routes)
                 cmd_net_routes(s, sel, family, table);
+            else if (*net_probe)
+                return cmd_net_probe(s, sel, probe_address, probe_count);
             else if (*net_set)
                 cmd_net_set(s, sel, ifname, rest);
             else if (*net_addr)

@@ -57,6 +57,13 @@ struct op_context {
 using op_result = boost::system::result<boost::json::value, op_error>;
 using op_fn = op_result (*)(op_context&);
 
+class pending_request;
+// The second half of an op whose worker part only prepares (creates sockets inside the
+// namespace) and whose waiting belongs on the I/O thread, so that a slow peer never holds the
+// namespace's worker. Called on the I/O thread after the worker part succeeded, with the
+// request's result and reply fds as the worker left them; it must end in agent::finish.
+using loop_fn = void (*)(agent& a, const std::shared_ptr<pending_request>& r);
+
 struct op_spec {
     std::string_view name;
     op_class cls;
@@ -64,6 +71,7 @@ struct op_spec {
     ns_need ns;
     std::optional<ns_type> type; // the namespace type the op needs; empty: either
     op_fn fn;
+    loop_fn then = nullptr;      // optional: continues on the I/O thread (see loop_fn)
 };
 
 class op_registry {
@@ -81,6 +89,7 @@ private:
 void register_agent_ops(op_registry& r);
 void register_ns_ops(op_registry& r);
 void register_net_ops(op_registry& r);
+void register_net_connect_ops(op_registry& r);
 // Test builds only (nsagentd-test): fault and probe ops that release binaries must not have.
 void register_test_ops(op_registry& r);
 

@@ -364,3 +364,86 @@ TEST_F(NetOps, AbstractUnixNamesAreScopedByTheNamespace)
 }
 
 } // namespace
+
+namespace {
+
+class NetConnect : public NetOps {
+protected:
+    // A listener inside the namespace, made through the agent.
+    std::pair<unique_fd, std::string> listener(int backlog)
+    {
+        auto f = client_->call({{"op", "net.socket"},
+                                {"ns", net_ns(ns_->name())},
+                                {"args", {{"bind", "127.0.0.1:0"}, {"listen", backlog}}}},
+                               {}, 10000);
+        EXPECT_TRUE(f && f->ok());
+        if (!f || f->fds.empty())
+            return {};
+        return {std::move(f->fds[0]), std::string(f->value.at("result").at("local").as_string())};
+    }
+};
+
+TEST_F(NetConnect, ConnectsInsideTheNamespaceAndHandsOverTheSocket)
+{
+    auto [lfd, addr] = listener(8);
+    auto f = client_->call({{"op", "net.connect"}, {"ns", net_ns(ns_->name())}, {"args", {{"address", addr}}}}, {}, 10000);
+    ASSERT_TRUE(f && f->ok()) << (f ? json::serialize(f->value) : f.error().message());
+    ASSERT_EQ(f->fds.size(), 1u);
+    auto& r = f->value.at("result");
+    EXPECT_EQ(r.at("remote"), json::value(addr));
+    EXPECT_TRUE(r.at("connect_us").is_int64());
+    ASSERT_EQ(::send(f->fds[0].get(), "ping", 4, MSG_NOSIGNAL), 4);
+    unique_fd conn(::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(conn);
+    char buf[8] = {};
+    EXPECT_EQ(::recv(conn.get(), buf, sizeof buf, 0), 4);
+    EXPECT_STREQ(buf, "ping");
+}
+
+TEST_F(NetConnect, AClosedPortFailsFastWithEconnrefused)
+{
+    auto f = call(*client_, "net.connect", net_ns(ns_->name()), {{"address", "127.0.0.1:1"}});
+    EXPECT_EQ(f.error_code(), "os_error");
+    EXPECT_EQ(f.value.at("error").at("errno_name"), json::value("ECONNREFUSED"));
+    auto v6 = call(*client_, "net.connect", net_ns(ns_->name()), {{"address", "[::1]:1"}});
+    EXPECT_EQ(v6.value.at("error").at("errno_name"), json::value("ECONNREFUSED"));
+    auto bad = call(*client_, "net.connect", net_ns(ns_->name()), {{"address", "localhost"}});
+    EXPECT_EQ(bad.error_code(), "bad_request");
+}
+
+// A loopback listener with backlog 0 and one connection it never accepts drops further SYNs:
+// a peer that never answers, inside the test's own namespace.
+TEST_F(NetConnect, ANeverAnsweringPeerEndsAtItsDeadlineWithoutHoldingTheWorker)
+{
+    auto [lfd, addr] = listener(0);
+    auto first = client_->call({{"op", "net.connect"}, {"ns", net_ns(ns_->name())}, {"args", {{"address", addr}}}}, {}, 10000);
+    ASSERT_TRUE(first && first->ok());
+    auto ns = json::serialize(net_ns(ns_->name()));
+    ASSERT_FALSE(client_->send_line(R"({"id":"hang","op":"net.connect","args":{"address":")" + addr +
+                                    R"(","timeout_ms":800},"ns":)" + ns + "}"));
+    ASSERT_FALSE(client_->send_line(R"({"id":"ping","op":"ns.ping","ns":)" + ns + "}"));
+    auto a = client_->next_frame(10000);
+    auto b = client_->next_frame(10000);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->value.at("id"), json::value("ping")) << "the namespace is served while the connect waits";
+    EXPECT_TRUE(a->ok());
+    EXPECT_EQ(b->value.at("id"), json::value("hang"));
+    EXPECT_EQ(b->value.at("error").at("errno_name"), json::value("ETIMEDOUT")) << json::serialize(b->value);
+}
+
+TEST_F(NetConnect, ProbeReportsReachabilityWithoutHandingOutFds)
+{
+    auto [lfd, addr] = listener(8);
+    auto up = client_->call({{"op", "net.probe"}, {"ns", net_ns(ns_->name())}, {"args", {{"address", addr}, {"count", 3}}}},
+                            {}, 10000);
+    ASSERT_TRUE(up && up->ok());
+    EXPECT_TRUE(up->fds.empty());
+    EXPECT_EQ(up->value.at("result").at("reachable"), json::value(true));
+    EXPECT_EQ(up->value.at("result").at("connect_us").as_array().size(), 3u);
+    auto down = call(*client_, "net.probe", net_ns(ns_->name()), {{"address", "127.0.0.1:1"}});
+    ASSERT_TRUE(down.ok());
+    EXPECT_EQ(down.value.at("result").at("reachable"), json::value(false));
+    EXPECT_EQ(down.value.at("result").at("errno_name"), json::value("ECONNREFUSED"));
+}
+
+} // namespace
