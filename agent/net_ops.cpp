@@ -4,6 +4,7 @@
 #include "netlink_socket.hpp"
 #include "op_registry.hpp"
 
+#include "nsagent/protocol.hpp"
 #include "nsagent/unique_fd.hpp"
 
 #include <boost/json/array.hpp>
@@ -18,7 +19,10 @@
 #include <linux/if_arp.h>
 #include <linux/icmpv6.h>
 #include <linux/if_link.h>
+#include <linux/inet_diag.h>
 #include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/tcp.h>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -37,16 +41,22 @@ namespace json = boost::json;
 namespace nsagent {
 namespace {
 
-boost::system::result<netlink_socket*, op_error> rtnl(op_context& c)
+// The worker's netlink socket of `bus`, opened on this worker's thread on first use, so that it
+// belongs to the worker's namespace for life, and reused after.
+boost::system::result<netlink_socket*, op_error> cached(std::shared_ptr<netlink_socket>& slot, int bus)
 {
-    // Opened on this worker's thread, so it belongs to the worker's namespace for life.
-    if (!c.worker->rtnl) {
-        auto s = netlink_socket::open_route();
+    if (!slot) {
+        auto s = netlink_socket::open(bus);
         if (!s)
             return s.error();
-        c.worker->rtnl = std::move(*s);
+        slot = std::move(*s);
     }
-    return c.worker->rtnl.get();
+    return slot.get();
+}
+
+boost::system::result<netlink_socket*, op_error> rtnl(op_context& c)
+{
+    return cached(c.worker->rtnl, NETLINK_ROUTE);
 }
 
 nlmsghdr* dump_request(netlink_socket& nl, std::uint16_t type, std::size_t extra)
@@ -680,6 +690,74 @@ op_result socket_op(op_context& c)
     return out;
 }
 
+// ---- sockets (sock_diag) ---------------------------------------------------------------
+
+std::string_view tcp_state_name(unsigned s)
+{
+    // ss(8)'s spelling.
+    static const char* names[] = {"UNKNOWN",   "ESTAB",      "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2",
+                                  "TIME-WAIT", "UNCONN",     "CLOSE-WAIT", "LAST-ACK", "LISTEN",   "CLOSING"};
+    return s < std::size(names) ? names[s] : "UNKNOWN";
+}
+
+op_result sockets_op(op_context& c)
+{
+    std::string proto = "tcp", state = "all";
+    if (auto* p = c.req.args.if_contains("proto"); p && p->is_string())
+        proto = std::string(p->get_string());
+    if (auto* s = c.req.args.if_contains("state"); s && s->is_string())
+        state = std::string(s->get_string());
+    if (proto != "tcp" && proto != "udp")
+        return agent_failure(errc::bad_request, "\"args.proto\" must be tcp or udp");
+    std::uint32_t states = 0;
+    if (state == "listen")
+        states = proto == "tcp" ? 1u << TCP_LISTEN : 1u << TCP_CLOSE; // an unconnected UDP socket is ss's "listening"
+    else if (state == "established")
+        states = 1u << TCP_ESTABLISHED;
+    else if (state == "all")
+        states = 0xffffffffu;
+    else
+        return agent_failure(errc::bad_request, "\"args.state\" must be listen, established or all");
+
+    auto nl = cached(c.worker->diag, NETLINK_SOCK_DIAG);
+    if (!nl)
+        return nl.error();
+    json::array out;
+    for (int family : {AF_INET, AF_INET6}) {
+        nlmsghdr* nlh = mnl_nlmsg_put_header((*nl)->buffer());
+        nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+        nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+        auto* req = static_cast<inet_diag_req_v2*>(mnl_nlmsg_put_extra_header(nlh, sizeof(inet_diag_req_v2)));
+        req->sdiag_family = static_cast<std::uint8_t>(family);
+        req->sdiag_protocol = proto == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
+        req->idiag_states = states;
+        auto err = (*nl)->talk(
+            nlh,
+            [&](const nlmsghdr* m) {
+                if (m->nlmsg_type != SOCK_DIAG_BY_FAMILY)
+                    return;
+                auto* d = static_cast<const inet_diag_msg*>(mnl_nlmsg_get_payload(m));
+                auto text = [&](const std::uint32_t* a, std::uint16_t port) {
+                    auto ip = ip_text(d->idiag_family, a);
+                    auto p = std::to_string(ntohs(port));
+                    return d->idiag_family == AF_INET6 ? "[" + ip + "]:" + p : ip + ":" + p;
+                };
+                out.push_back(json::object{{"proto", proto},
+                                           {"state", tcp_state_name(d->idiag_state)},
+                                           {"local", text(d->id.idiag_src, d->id.idiag_sport)},
+                                           {"remote", text(d->id.idiag_dst, d->id.idiag_dport)},
+                                           {"inode", u64_to_json(d->idiag_inode)},
+                                           {"uid", d->idiag_uid},
+                                           {"recv_q", d->idiag_rqueue},
+                                           {"send_q", d->idiag_wqueue}});
+            },
+            std::string("sock_diag dump ") + (family == AF_INET ? "inet " : "inet6 ") + proto);
+        if (err)
+            return *err;
+    }
+    return out;
+}
+
 // ---- sysctls ---------------------------------------------------------------------------
 
 // "net.ipv4.conf.eth0/100.forwarding" -> "/proc/sys/net/ipv4/conf/eth0.100/forwarding", the
@@ -790,6 +868,7 @@ void register_net_ops(op_registry& r)
     r.add({"net.addr_del", op_class::write, op_site::worker, ns_need::required, ns_type::net, &addr_del_op});
     r.add({"net.route_add", op_class::write, op_site::worker, ns_need::required, ns_type::net, &route_add_op});
     r.add({"net.route_del", op_class::write, op_site::worker, ns_need::required, ns_type::net, &route_del_op});
+    r.add({"net.sockets", op_class::read, op_site::worker, ns_need::required, ns_type::net, &sockets_op});
     r.add({"net.socket", op_class::fd, op_site::worker, ns_need::required, ns_type::net, &socket_op});
     r.add({"net.sysctl_get", op_class::read, op_site::worker, ns_need::required, ns_type::net, &sysctl_get_op});
     r.add({"net.sysctl_set", op_class::write, op_site::worker, ns_need::required, ns_type::net, &sysctl_set_op});

@@ -10,11 +10,11 @@
 
 namespace nsagent {
 
-boost::system::result<std::shared_ptr<netlink_socket>, op_error> netlink_socket::open_route()
+boost::system::result<std::shared_ptr<netlink_socket>, op_error> netlink_socket::open(int bus)
 {
-    mnl_socket* nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    mnl_socket* nl = mnl_socket_open2(bus, SOCK_CLOEXEC);
     if (!nl)
-        return os_failure(errno, "socket(AF_NETLINK, NETLINK_ROUTE)");
+        return os_failure(errno, "socket(AF_NETLINK, " + std::to_string(bus) + ")");
     if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
         int err = errno;
         mnl_socket_close(nl);

@@ -21,8 +21,9 @@ namespace nsagent {
 
 class netlink_socket {
 public:
-    // Opens and binds a NETLINK_ROUTE socket in the calling thread's network namespace.
-    static boost::system::result<std::shared_ptr<netlink_socket>, op_error> open_route();
+    // Opens and binds a netlink socket of `bus` (NETLINK_ROUTE, NETLINK_SOCK_DIAG) in the
+    // calling thread's network namespace.
+    static boost::system::result<std::shared_ptr<netlink_socket>, op_error> open(int bus);
     ~netlink_socket();
     netlink_socket(const netlink_socket&) = delete;
     netlink_socket& operator=(const netlink_socket&) = delete;

@@ -96,7 +96,7 @@ void ns_worker::thread_main()
 {
     tid_ = ::gettid();
     auto failure = enter();
-    env_ = worker_env{id_, procfs_.get(), tid_.load(), nullptr};
+    env_ = worker_env{id_, procfs_.get(), tid_.load(), nullptr, nullptr};
     auto self = shared_from_this();
     boost::asio::post(pool_.home(), [self, failure] { self->pool_.on_started(self, failure); });
     if (failure)

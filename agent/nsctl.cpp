@@ -351,6 +351,20 @@ json::object route_args(const std::string& dst, const std::vector<std::string>& 
     return args;
 }
 
+// `ss -tn`-style: State Recv-Q Send-Q Local Peer.
+void cmd_net_sockets(session& s, const selector& sel, const std::string& proto, const std::string& state)
+{
+    auto r = s.call("net.sockets", sel, {{"proto", proto}, {"state", state}});
+    if (s.raw(r))
+        return;
+    std::vector<std::vector<std::string>> rows{{"State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port", "Inode"}};
+    for (auto& e : r.as_array()) {
+        auto& o = e.as_object();
+        rows.push_back({at(o, "state"), at(o, "recv_q"), at(o, "send_q"), at(o, "local"), at(o, "remote"), at(o, "inode")});
+    }
+    print_table(rows);
+}
+
 // `nsctl net probe NS HOST:PORT`: exit 0 when reachable, 1 when not.
 int cmd_net_probe(session& s, const selector& sel, const std::string& address, int count)
 {
@@ -440,6 +454,12 @@ int main(int argc, char** argv)
         sub->add_option("DST", dst, "default, or a prefix such as 10.1.0.0/24")->required();
         sub->add_option("ARGS", rest, "via GW, dev IF, table T");
     }
+    std::string sock_proto = "tcp", sock_state = "all";
+    auto* net_sockets = net->add_subcommand("sockets", "TCP or UDP sockets of the namespace, like ss -tan");
+    net_sockets->add_option("NS", ns_text, "The network namespace")->required();
+    net_sockets->add_option("--proto", sock_proto, "tcp or udp")->check(CLI::IsMember({"tcp", "udp"}));
+    net_sockets->add_option("--state", sock_state, "listen, established or all")
+        ->check(CLI::IsMember({"listen", "established", "all"}));
     std::string probe_address;
     int probe_count = 1;
     auto* net_probe = net->add_subcommand("probe", "Can the namespace reach HOST:PORT over TCP? Exit 0 if so, 1 if not");
@@ -474,7 +494,7 @@ int main(int argc, char** argv)
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
         else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route ||
-                 *net_probe) {
+                 *net_probe || *net_sockets) {
             o.type = "net"; // net commands mean network namespaces
             auto sel = ns_arg(ns_text, o);
             if (*net_links)
@@ -483,6 +503,8 @@ int main(int argc, char** argv)
                 cmd_net_addrs(s, sel);
             else if (*net_routes)
                 cmd_net_routes(s, sel, family, table);
+            else if (*net_sockets)
+                cmd_net_sockets(s, sel, sock_proto, sock_state);
             else if (*net_probe)
                 return cmd_net_probe(s, sel, probe_address, probe_count);
             else if (*net_set)

@@ -41,6 +41,7 @@ struct worker_env {
     int procfs_dir = -1; // O_PATH fd of the thread's host /proc/<pid>/task/<tid>, opened before setns
     pid_t tid = 0;
     std::shared_ptr<netlink_socket> rtnl; // net workers: opened on first use, then reused
+    std::shared_ptr<netlink_socket> diag; // NETLINK_SOCK_DIAG, likewise
 };
 
 // Everything an op may use. Which pointers are set depends on the op's site.

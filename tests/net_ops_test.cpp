@@ -8,13 +8,16 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstring>
+#include <set>
 
 namespace json = boost::json;
 using namespace nsagent;
@@ -444,6 +447,67 @@ TEST_F(NetConnect, ProbeReportsReachabilityWithoutHandingOutFds)
     ASSERT_TRUE(down.ok());
     EXPECT_EQ(down.value.at("result").at("reachable"), json::value(false));
     EXPECT_EQ(down.value.at("result").at("errno_name"), json::value("ECONNREFUSED"));
+}
+
+} // namespace
+
+namespace {
+
+TEST_F(NetConnect, SocketsListsTheNamespacesListenersAndConnectionsOnly)
+{
+    auto [lfd, addr] = listener(8);
+    // A host listener on another port must not show up.
+    unique_fd host(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(host.get(), reinterpret_cast<sockaddr*>(&in), sizeof in), 0);
+    ASSERT_EQ(::listen(host.get(), 1), 0);
+    socklen_t len = sizeof in;
+    ::getsockname(host.get(), reinterpret_cast<sockaddr*>(&in), &len);
+    std::string host_addr = "127.0.0.1:" + std::to_string(ntohs(in.sin_port));
+
+    auto v6 = client_->call({{"op", "net.socket"},
+                             {"ns", net_ns(ns_->name())},
+                             {"args", {{"family", "inet6"}, {"bind", "[::1]:0"}, {"listen", 4}}}},
+                            {}, 10000);
+    ASSERT_TRUE(v6 && v6->ok());
+    std::string v6_addr(v6->value.at("result").at("local").as_string());
+
+    auto listening = ours("net.sockets", {{"proto", "tcp"}, {"state", "listen"}});
+    std::set<std::string> locals;
+    for (auto& s : listening) {
+        locals.insert(std::string(s.at("local").as_string()));
+        EXPECT_EQ(s.at("state"), json::value("LISTEN"));
+    }
+    EXPECT_TRUE(locals.count(addr)) << json::serialize(listening);
+    EXPECT_TRUE(locals.count(v6_addr)) << json::serialize(listening);
+    EXPECT_FALSE(locals.count(host_addr)) << "a host listener is not in the namespace";
+
+    // The inode is the one the kernel gives our fd.
+    struct stat st {};
+    ::fstat(lfd.get(), &st);
+    bool inode_matches = false;
+    for (auto& s : listening)
+        inode_matches |= s.at("local") == json::value(addr) && u64(s.at("inode")) == st.st_ino;
+    EXPECT_TRUE(inode_matches);
+
+    auto conn = client_->call({{"op", "net.connect"}, {"ns", net_ns(ns_->name())}, {"args", {{"address", addr}}}}, {}, 10000);
+    ASSERT_TRUE(conn && conn->ok());
+    auto established = ours("net.sockets", {{"proto", "tcp"}, {"state", "established"}});
+    int ends = 0;
+    for (auto& s : established)
+        ends += s.at("local") == json::value(addr) || s.at("remote") == json::value(addr);
+    EXPECT_EQ(ends, 2) << "both ends of the connection: " << json::serialize(established);
+
+    auto udp = client_->call({{"op", "net.socket"}, {"ns", net_ns(ns_->name())}, {"args", {{"type", "dgram"}, {"bind", "127.0.0.1:0"}}}},
+                             {}, 10000);
+    ASSERT_TRUE(udp && udp->ok());
+    auto udp_list = ours("net.sockets", {{"proto", "udp"}, {"state", "listen"}});
+    bool found = false;
+    for (auto& s : udp_list)
+        found |= s.at("local") == udp->value.at("result").at("local");
+    EXPECT_TRUE(found) << json::serialize(udp_list);
 }
 
 } // namespace
