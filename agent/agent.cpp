@@ -197,7 +197,8 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
                                                to_string(h->id)));
         r->ns = h->id;
         if (spec->site == op_site::worker) {
-            if (auto err = pool_.submit(*h, r))
+            const void* anchor = r->req.ns->by == selector::form::fd ? c.get() : nullptr;
+            if (auto err = pool_.submit(*h, r, anchor))
                 finish(r, *err);
             return;
         }
@@ -279,6 +280,7 @@ bool agent::cancel(const request_ptr& r)
 
 void agent::connection_closed(const connection* c)
 {
+    pool_.drop_anchor(c);
     conns_.erase(c);
 }
 

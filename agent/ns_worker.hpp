@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 namespace nsagent {
@@ -66,6 +67,11 @@ public:
 
     // I/O thread bookkeeping, owned by the pool.
     std::size_t active = 0;          // submitted and not yet left the worker
+    // How the worker has been reached. A worker reached only through fds passed on some
+    // connections is anchored to them, and retires when the last one closes; a name, path or
+    // pid selector makes it a plain worker (idle retirement, LRU, release).
+    std::set<const void*> fd_anchors;
+    bool reached_by_name = false;
     clock::time_point last_used = clock::now();
     void mark_ready() noexcept { state_ = state::ready; }
 

@@ -55,7 +55,7 @@ bool worker_pool::make_room()
     return true;
 }
 
-std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r)
+std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r, const void* fd_anchor)
 {
     worker_ptr w;
     if (auto* found = find(h.id)) {
@@ -70,6 +70,10 @@ std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r)
             return err;
     }
     r->worker = w;
+    if (fd_anchor)
+        w->fd_anchors.insert(fd_anchor);
+    else
+        w->reached_by_name = true;
     if (!w->submit(r))
         return agent_failure(errc::busy, "the worker's queue is full (queue_depth " +
                                              std::to_string(cfg_.queue_depth) + ")");
@@ -95,6 +99,16 @@ bool worker_pool::release(const ns_id& id)
         return false;
     retire(*w, "released");
     return true;
+}
+
+void worker_pool::drop_anchor(const void* conn)
+{
+    std::vector<worker_ptr> gone;
+    for (auto& [id, w] : live_)
+        if (w->fd_anchors.erase(conn) && w->fd_anchors.empty() && !w->reached_by_name)
+            gone.push_back(w);
+    for (auto& w : gone)
+        retire(w, "anchor_gone");
 }
 
 void worker_pool::sweep_idle(clock::time_point now)
@@ -132,10 +146,13 @@ void worker_pool::resubmit(const worker_ptr& old, std::vector<request_ptr> reqs,
         if (!h.fd && !find(h.id))
             err = os_failure(errno, std::string("dup namespace fd after ") + why);
         else
-            err = submit(h, r);
+            err = submit(h, r, old->reached_by_name || old->fd_anchors.empty() ? nullptr : *old->fd_anchors.begin());
         if (err)
             fail_(r, *err);
     }
+    // The fresh worker keeps the old one's anchors: it serves the same clients.
+    if (auto* fresh = find(old->id()))
+        (*fresh)->fd_anchors.insert(old->fd_anchors.begin(), old->fd_anchors.end());
 }
 
 void worker_pool::mark_wedged(const worker_ptr& w)

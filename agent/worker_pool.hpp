@@ -36,7 +36,10 @@ public:
     // Queues `r` on the worker of h.id, starting one (with h.fd) when there is none.
     // Errors: busy (a full queue, or max_workers reached with no idle worker to retire),
     // os_error (the thread could not be created).
-    std::optional<op_error> submit(ns_handle& h, const request_ptr& r);
+    // `fd_anchor` is the connection that passed the namespace fd, for {"fd"} selectors.
+    std::optional<op_error> submit(ns_handle& h, const request_ptr& r, const void* fd_anchor = nullptr);
+    // A connection closed: workers anchored only to it retire ("anchor_gone").
+    void drop_anchor(const void* conn);
 
     // Retires the worker of `id`, if any; its queued requests still run.
     bool release(const ns_id& id);

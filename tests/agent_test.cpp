@@ -716,3 +716,33 @@ TEST_F(Agent, EveryTaskIsInTheAgentsNamespacesOrIsAWorkerInItsTarget)
 }
 
 } // namespace
+
+namespace {
+
+// A worker reached only through a namespace fd passed on a connection is that connection's:
+// when it closes, the worker retires and the agent stops pinning the namespace.
+TEST_F(Agent, AWorkerReachedByAPassedFdRetiresWithItsConnection)
+{
+    netns n, shared;
+    agent_process a;
+    auto observer = a.connect();
+    auto by_fd = [&](client& c, const netns& target) {
+        unique_fd nsfd(::open(target.path().c_str(), O_RDONLY | O_CLOEXEC));
+        int list[] = {nsfd.get()};
+        auto f = c.call({{"op", "ns.ping"}, {"ns", {{"type", "net"}, {"fd", 0}}}}, list, 10000);
+        ASSERT_TRUE(f && f->ok());
+    };
+    {
+        auto c = a.connect();
+        by_fd(c, n);
+        by_fd(c, shared);
+        // `shared` is also reached by name from another connection: it is not c's alone.
+        ASSERT_TRUE(call(observer, "ns.ping", net_ns(shared.name())).ok());
+        EXPECT_FALSE(worker_of(observer, n.ino()).empty());
+    }
+    EXPECT_TRUE(wait_until([&] { return worker_of(observer, n.ino()).empty(); }));
+    EXPECT_FALSE(worker_of(observer, shared.ino()).empty()) << "still held by a name";
+    EXPECT_EQ(stats(observer).at("retired").at("anchor_gone").as_int64(), 1);
+}
+
+} // namespace
