@@ -1,4 +1,6 @@
 // nsctl: the operator's command line for nsagentd. Human tables by default, raw JSON with --json.
+#include "forwarder.hpp"
+
 #include "nsagent/client.hpp"
 #include "nsagent/protocol.hpp"
 #include "nsagent/selector.hpp"
@@ -460,6 +462,12 @@ int main(int argc, char** argv)
     net_sockets->add_option("--proto", sock_proto, "tcp or udp")->check(CLI::IsMember({"tcp", "udp"}));
     net_sockets->add_option("--state", sock_state, "listen, established or all")
         ->check(CLI::IsMember({"listen", "established", "all"}));
+    forward_options fwd;
+    auto* net_forward = net->add_subcommand(
+        "forward", "Forward local TCP connections into the namespace (like kubectl port-forward); Ctrl-C stops");
+    net_forward->add_option("NS", ns_text, "The network namespace")->required();
+    net_forward->add_option("--listen", fwd.listen, "Local host:port to accept on (default 127.0.0.1:0, any free port)");
+    net_forward->add_option("--to", fwd.to, "host:port to connect to, as seen inside the namespace")->required();
     std::string probe_address;
     int probe_count = 1;
     auto* net_probe = net->add_subcommand("probe", "Can the namespace reach HOST:PORT over TCP? Exit 0 if so, 1 if not");
@@ -494,7 +502,7 @@ int main(int argc, char** argv)
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
         else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route ||
-                 *net_probe || *net_sockets) {
+                 *net_probe || *net_sockets || *net_forward) {
             o.type = "net"; // net commands mean network namespaces
             auto sel = ns_arg(ns_text, o);
             if (*net_links)
@@ -503,7 +511,12 @@ int main(int argc, char** argv)
                 cmd_net_addrs(s, sel);
             else if (*net_routes)
                 cmd_net_routes(s, sel, family, table);
-            else if (*net_sockets)
+            else if (*net_forward) {
+                fwd.agent_socket = o.socket;
+                fwd.ns = sel;
+                fwd.connect_timeout_ms = std::min(o.timeout_ms, 30000);
+                return run_forwarder(fwd);
+            } else if (*net_sockets)
                 cmd_net_sockets(s, sel, sock_proto, sock_state);
             else if (*net_probe)
                 return cmd_net_probe(s, sel, probe_address, probe_count);

@@ -4,8 +4,21 @@
 #include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
 namespace json = boost::json;
 using namespace nsagent::test;
+using nsagent::unique_fd;
 
 namespace {
 
@@ -114,6 +127,129 @@ TEST(NsctlHelp, HelpTeachesTheNsForms)
     EXPECT_EQ(r.rc, 0);
     EXPECT_NE(r.out.find("pid:PID"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("Exit status"), std::string::npos) << r.out;
+}
+
+} // namespace
+
+namespace {
+
+// nsctl net forward: several connections at once, each moving a multi-megabyte payload both
+// ways, through an echo server that lives inside the namespace (its listening socket comes from
+// the agent's net.socket, so it is the namespace's).
+TEST_F(Nsctl, ForwardMovesMegabytesBothWaysIntactOverSeveralConnections)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto ls = c.call({{"op", "net.socket"}, {"ns", net_ns(n.name())}, {"args", {{"bind", "127.0.0.1:0"}, {"listen", 16}}}},
+                     {}, 10000);
+    ASSERT_TRUE(ls && ls->ok());
+    std::string inside(ls->value.at("result").at("local").as_string());
+    int lfd = ls->fds[0].get();
+
+    // Echo server: one thread per accepted connection, bounded by the test's connection count.
+    constexpr int conns = 4;
+    constexpr std::size_t size = 4 << 20;
+    std::vector<std::thread> echo;
+    std::thread acceptor([&] {
+        for (int i = 0; i < conns; ++i) {
+            int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0)
+                return;
+            echo.emplace_back([fd] {
+                nsagent::unique_fd s(fd);
+                std::vector<char> buf(1 << 16);
+                for (;;) {
+                    ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+                    if (r <= 0)
+                        break;
+                    for (ssize_t off = 0; off < r;) {
+                        ssize_t w = ::send(fd, buf.data() + off, static_cast<size_t>(r - off), MSG_NOSIGNAL);
+                        if (w <= 0)
+                            return;
+                        off += w;
+                    }
+                }
+                ::shutdown(fd, SHUT_WR);
+            });
+        }
+    });
+
+    // nsctl forward, on a free local port it reports.
+    int out[2];
+    ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    pid_t fwd = ::fork();
+    if (fwd == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        ::dup2(out[1], 1);
+        ::setenv("NSAGENT_SOCKET", a.socket().c_str(), 1);
+        ::execl(NSAGENT_NSCTL, "nsctl", "net", "forward", n.name().c_str(), "--to", inside.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string first;
+    char ch;
+    while (::read(out[0], &ch, 1) == 1 && ch != '\n')
+        first += ch;
+    ::close(out[0]);
+    ASSERT_EQ(first.rfind("forwarding 127.0.0.1:", 0), 0u) << first;
+    int port = std::stoi(first.substr(21, first.find(' ', 21) - 21));
+
+    std::vector<std::thread> clients;
+    std::atomic<int> intact{0};
+    for (int i = 0; i < conns; ++i)
+        clients.emplace_back([&, i] {
+            std::vector<char> data(size);
+            std::uint32_t x = 2463534242u + static_cast<std::uint32_t>(i);
+            for (auto& b : data) { // xorshift: a payload no two connections share
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b = static_cast<char>(x);
+            }
+            nsagent::unique_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            sockaddr_in sin{};
+            sin.sin_family = AF_INET;
+            sin.sin_port = htons(static_cast<std::uint16_t>(port));
+            sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            timeval tv{20, 0};
+            ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+            if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) < 0)
+                return;
+            std::thread writer([&] {
+                for (std::size_t off = 0; off < size;) {
+                    ssize_t w = ::send(s.get(), data.data() + off, size - off, MSG_NOSIGNAL);
+                    if (w <= 0)
+                        return;
+                    off += static_cast<std::size_t>(w);
+                }
+                ::shutdown(s.get(), SHUT_WR); // half-close must travel through the relay
+            });
+            std::vector<char> got;
+            got.reserve(size);
+            std::vector<char> buf(1 << 16);
+            for (;;) {
+                ssize_t r = ::recv(s.get(), buf.data(), buf.size(), 0);
+                if (r <= 0)
+                    break;
+                got.insert(got.end(), buf.begin(), buf.begin() + r);
+            }
+            writer.join();
+            if (got == data)
+                ++intact;
+        });
+    for (auto& t : clients)
+        t.join();
+    acceptor.join();
+    for (auto& t : echo)
+        t.join();
+    EXPECT_EQ(intact, conns);
+
+    ::kill(fwd, SIGINT);
+    int st = 0;
+    ASSERT_TRUE(wait_until([&] { return ::waitpid(fwd, &st, WNOHANG) == fwd; }));
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "Ctrl-C stops it cleanly";
 }
 
 } // namespace
