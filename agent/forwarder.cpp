@@ -184,6 +184,10 @@ asio::awaitable<void> forward_one(asio::io_context& io, agent_link& link, const 
     }
     asio::posix::stream_descriptor a(io, local.release());
     asio::posix::stream_descriptor b(io, r->fds[0].release());
+    // SPLICE_F_NONBLOCK covers only the pipe: the sockets themselves must be non-blocking, or a
+    // splice from an idle peer stalls the whole loop.
+    for (int fd : {a.native_handle(), b.native_handle()})
+        ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     // Both directions on this one loop; the connection ends when both have ended.
     int left = 2;
     asio::steady_timer both_done(io, asio::steady_timer::time_point::max());

@@ -146,16 +146,20 @@ TEST_F(Nsctl, ForwardMovesMegabytesBothWaysIntactOverSeveralConnections)
     ASSERT_TRUE(ls && ls->ok());
     std::string inside(ls->value.at("result").at("local").as_string());
     int lfd = ls->fds[0].get();
+    timeval accept_limit{20, 0}; // a broken relay fails the test instead of hanging it
+    ::setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &accept_limit, sizeof accept_limit);
 
     // Echo server: one thread per accepted connection, bounded by the test's connection count.
     constexpr int conns = 4;
     constexpr std::size_t size = 4 << 20;
     std::vector<std::thread> echo;
+    std::atomic<int> accepted{0};
     std::thread acceptor([&] {
-        for (int i = 0; i < conns; ++i) {
+        for (int i = 0; i < conns + 1; ++i) {
             int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
             if (fd < 0)
                 return;
+            ++accepted;
             echo.emplace_back([fd] {
                 nsagent::unique_fd s(fd);
                 std::vector<char> buf(1 << 16);
@@ -194,6 +198,23 @@ TEST_F(Nsctl, ForwardMovesMegabytesBothWaysIntactOverSeveralConnections)
     ::close(out[0]);
     ASSERT_EQ(first.rfind("forwarding 127.0.0.1:", 0), 0u) << first;
     int port = std::stoi(first.substr(21, first.find(' ', 21) - 21));
+    auto dial = [port] {
+        nsagent::unique_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(static_cast<std::uint16_t>(port));
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        timeval tv{20, 0};
+        ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) < 0)
+            s.reset();
+        return s;
+    };
+    // A connection that stays idle must not stall the others: the relay never blocks its loop.
+    auto idle = dial();
+    ASSERT_TRUE(idle);
+    ASSERT_TRUE(wait_until([&] { return accepted == 1; }));
 
     std::vector<std::thread> clients;
     std::atomic<int> intact{0};
@@ -207,15 +228,8 @@ TEST_F(Nsctl, ForwardMovesMegabytesBothWaysIntactOverSeveralConnections)
                 x ^= x << 5;
                 b = static_cast<char>(x);
             }
-            nsagent::unique_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-            sockaddr_in sin{};
-            sin.sin_family = AF_INET;
-            sin.sin_port = htons(static_cast<std::uint16_t>(port));
-            sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            timeval tv{20, 0};
-            ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-            if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) < 0)
+            auto s = dial();
+            if (!s)
                 return;
             std::thread writer([&] {
                 for (std::size_t off = 0; off < size;) {
@@ -241,6 +255,7 @@ TEST_F(Nsctl, ForwardMovesMegabytesBothWaysIntactOverSeveralConnections)
         });
     for (auto& t : clients)
         t.join();
+    idle.reset(); // its echo thread sees the end of stream
     acceptor.join();
     for (auto& t : echo)
         t.join();
