@@ -40,10 +40,44 @@ netlink_socket::~netlink_socket()
 
 namespace {
 
+struct context {
+    const std::function<void(const nlmsghdr*)>* each;
+    std::string* ext_ack;
+};
+
 int trampoline(const nlmsghdr* nlh, void* data)
 {
     (*static_cast<const std::function<void(const nlmsghdr*)>*>(data))(nlh);
     return MNL_CB_OK;
+}
+
+// NLMSG_ERROR: 0 is the ACK; otherwise keep the kernel's extended-ACK text (NETLINK_EXT_ACK),
+// which says why ("Nexthop device is not up"), and report the errno.
+int error_cb(const nlmsghdr* nlh, void* data)
+{
+    auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(nlmsgerr)))
+        return MNL_CB_ERROR;
+    if (err->error == 0)
+        return MNL_CB_STOP;
+    auto& text = *static_cast<std::string*>(data);
+    text.clear();
+    if (nlh->nlmsg_flags & NLM_F_ACK_TLVS) {
+        // The TLVs follow the echoed request: all of it, or only its header when capped.
+        std::size_t offset = sizeof(nlmsgerr);
+        if (!(nlh->nlmsg_flags & NLM_F_CAPPED))
+            offset += err->msg.nlmsg_len - sizeof(nlmsghdr);
+        mnl_attr_parse(
+            nlh, static_cast<unsigned>(offset),
+            [](const nlattr* a, void* out) {
+                if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG)
+                    *static_cast<std::string*>(out) = mnl_attr_get_str(a);
+                return MNL_CB_OK;
+            },
+            &text);
+    }
+    errno = -err->error;
+    return MNL_CB_ERROR;
 }
 
 int attr_trampoline(const nlattr* a, void* data)
@@ -73,10 +107,34 @@ std::optional<op_error> netlink_socket::talk(nlmsghdr* nlh, const std::function<
                 continue;
             return os_failure(errno, std::string(what) + ": netlink receive");
         }
-        int rc = mnl_cb_run(in_.data(), static_cast<size_t>(n), seq_, portid_, &trampoline,
-                            const_cast<std::function<void(const nlmsghdr*)>*>(&each));
-        if (rc == MNL_CB_ERROR)
-            return os_failure(errno, std::string(what));
+        // With a control array, libmnl applies none of its defaults, so every control type
+        // is spelled out: NOOP goes on, DONE ends a dump, OVERRUN is an error, and ERROR is
+        // error_cb. A control callback gets the data pointer of data messages, hence `context`.
+        mnl_cb_t ctl[NLMSG_MIN_TYPE] = {};
+        ctl[NLMSG_NOOP] = [](const nlmsghdr*, void*) { return MNL_CB_OK; };
+        ctl[NLMSG_DONE] = [](const nlmsghdr*, void*) { return MNL_CB_STOP; };
+        ctl[NLMSG_OVERRUN] = [](const nlmsghdr*, void*) {
+            errno = ENOSPC;
+            return MNL_CB_ERROR;
+        };
+        ctl[NLMSG_ERROR] = [](const nlmsghdr* m, void* data) {
+            return error_cb(m, static_cast<context*>(data)->ext_ack);
+        };
+        context ctx{&each, &ext_ack_};
+        ext_ack_.clear();
+        int rc = mnl_cb_run2(in_.data(), static_cast<size_t>(n), seq_, portid_,
+                             [](const nlmsghdr* m, void* data) {
+                                 return trampoline(m, const_cast<std::function<void(const nlmsghdr*)>*>(
+                                                          static_cast<context*>(data)->each));
+                             },
+                             &ctx, ctl, NLMSG_MIN_TYPE);
+        if (rc == MNL_CB_ERROR) {
+            int err = errno;
+            std::string w(what);
+            if (!ext_ack_.empty())
+                w += " (kernel: " + ext_ack_ + ")";
+            return os_failure(err, w);
+        }
         if (rc == MNL_CB_STOP)
             return std::nullopt;
     }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -43,6 +44,7 @@ private:
     mnl_socket* nl_;
     unsigned portid_;
     unsigned seq_;
+    std::string ext_ack_; // the kernel's extended-ACK message for the last error, if any
     std::vector<char> out_;
     std::vector<char> in_;
 };

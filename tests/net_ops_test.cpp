@@ -215,7 +215,13 @@ TEST_F(NetOps, AThousandMixedRequestsLeakNoFd)
     unique_fd nsfd(::open(ns_->path().c_str(), O_RDONLY | O_CLOEXEC));
     int list[] = {nsfd.get()};
     for (int i = 0; i < 1000; ++i) {
-        switch (i % 8) {
+        switch (i % 10) {
+        case 8: {
+            auto f = client_->call({{"op", "net.socket"}, {"ns", net_ns(ns_->name())}, {"args", {{"bind", "127.0.0.1:0"}}}}, {}, 10000);
+            EXPECT_TRUE(f && f->ok() && f->fds.size() == 1); // the client's copy closes here
+            break;
+        }
+        case 9: EXPECT_EQ(call(*client_, "net.connect", net_ns(ns_->name()), {{"address", "127.0.0.1:1"}}).error_code(), "os_error"); break;
         case 0: EXPECT_TRUE(call(*client_, "ns.ping", net_ns(ns_->name())).ok()); break;
         case 1: EXPECT_EQ(call(*client_, "ns.ping", net_ns("nsat-missing")).error_code(), "ns_not_found"); break;
         case 2: EXPECT_TRUE(call(*client_, "net.addrs", net_ns(ns_->name())).ok()); break;
@@ -303,6 +309,10 @@ TEST_F(NetOps, MutationsAreSeenByIpAndErrorsCarryTheirErrno)
     EXPECT_EQ(badaddr.error_code(), "bad_request");
     auto nothing = call(*client_, "net.link_set", ns, {{"ifname", "b0"}});
     EXPECT_EQ(nothing.error_code(), "bad_request");
+    // The kernel's extended-ACK text says why, next to the errno.
+    auto tiny = call(*client_, "net.link_set", ns, {{"ifname", "b0"}, {"mtu", 10}});
+    EXPECT_EQ(tiny.value.at("error").at("errno_name"), json::value("EINVAL"));
+    EXPECT_NE(tiny.error_message().find("kernel: mtu less than device minimum"), std::string::npos) << tiny.error_message();
 }
 
 } // namespace
