@@ -55,6 +55,7 @@ const std::map<std::string, setter, std::less<>>& keys()
         {"max_unsent_bytes", number(&config::max_unsent_bytes, 4096, std::size_t{1} << 32)},
         {"drain_timeout_ms", number(&config::drain_timeout_ms, 0, 600000)},
         {"worker_stack_kib", number(&config::worker_stack_kib, 64, 65536)},
+        {"fs_max_read_bytes", number(&config::fs_max_read_bytes, 1, std::size_t{64} << 20)},
     };
     return k;
 }

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -74,8 +75,13 @@ std::optional<op_error> ns_worker::enter()
         return os_failure(errno, "open /proc/thread-self");
     // A mount-namespace setns is refused (EINVAL) in a multi-threaded process unless this
     // thread stops sharing its fs_struct (root, cwd, umask) with the others first.
-    if (id_.type == ns_type::mnt && ::unshare(CLONE_FS) < 0)
-        return os_failure(errno, "unshare(CLONE_FS)");
+    if (id_.type == ns_type::mnt) {
+        if (::unshare(CLONE_FS) < 0)
+            return os_failure(errno, "unshare(CLONE_FS)");
+        // The umask lives in fs_struct, now this thread's own: 0 makes requested modes exact,
+        // whatever umask the agent was started with (systemd's UMask=, a shell's 022).
+        ::umask(0);
+    }
     // Always the explicit type: RestrictNamespaces= in the unit refuses setns(fd, 0).
     if (::setns(nsfd_.get(), clone_flag(id_.type)) < 0)
         return os_failure(errno, "setns");
@@ -96,7 +102,7 @@ void ns_worker::thread_main()
 {
     tid_ = ::gettid();
     auto failure = enter();
-    env_ = worker_env{id_, procfs_.get(), tid_.load(), nullptr, nullptr};
+    env_ = worker_env{&pool_.cfg(), id_, procfs_.get(), tid_.load(), nullptr, nullptr};
     auto self = shared_from_this();
     boost::asio::post(pool_.home(), [self, failure] { self->pool_.on_started(self, failure); });
     if (failure)

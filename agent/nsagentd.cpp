@@ -70,6 +70,7 @@ int main(int argc, char** argv)
     register_ns_ops(ops);
     register_net_ops(ops);
     register_net_connect_ops(ops);
+    register_fs_ops(ops);
 #ifdef NSAGENT_TEST_OPS
     register_test_ops(ops);
 #endif

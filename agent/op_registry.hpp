@@ -2,6 +2,7 @@
 // (agent_ops.cpp, ns_ops.cpp, ...). The dispatcher only looks ops up here.
 #pragma once
 
+#include "config.hpp"
 #include "ns_id.hpp"
 
 #include "nsagent/error.hpp"
@@ -37,6 +38,7 @@ enum class ns_need { none, required };
 
 // What a pinned worker knows about itself. Valid on that worker's thread.
 struct worker_env {
+    const config* cfg = nullptr; // the agent's configuration (read-only)
     ns_id target;
     int procfs_dir = -1; // O_PATH fd of the thread's host /proc/<pid>/task/<tid>, opened before setns
     pid_t tid = 0;
@@ -91,6 +93,7 @@ void register_agent_ops(op_registry& r);
 void register_ns_ops(op_registry& r);
 void register_net_ops(op_registry& r);
 void register_net_connect_ops(op_registry& r);
+void register_fs_ops(op_registry& r);
 // Test builds only (nsagentd-test): fault and probe ops that release binaries must not have.
 void register_test_ops(op_registry& r);
 

@@ -62,6 +62,7 @@ public:
     const std::map<std::string, std::uint64_t>& retired() const noexcept { return retired_; }
 
     boost::asio::io_context& home() noexcept { return home_; }
+    const config& cfg() const noexcept { return cfg_; }
 
     // Reports from worker threads, posted to the I/O thread.
     void on_started(const worker_ptr& w, const std::optional<op_error>& failure);

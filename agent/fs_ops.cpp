@@ -1,0 +1,446 @@
+// fs.*: read and inspect a mount namespace's files from its pinned worker. Paths resolve under
+// the namespace's root (fs_path), files open non-blocking and are type-checked with fstat before
+// any read, and every fd closes on every path (unique_fd).
+#include "fs_path.hpp"
+#include "op_registry.hpp"
+
+#include "nsagent/protocol.hpp"
+
+#include <boost/beast/core/detail/base64.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace json = boost::json;
+namespace base64 = boost::beast::detail::base64;
+
+namespace nsagent {
+namespace {
+
+// ---- Types-section encodings ----------------------------------------------------------
+
+std::string_view type_name(mode_t m)
+{
+    switch (m & S_IFMT) {
+    case S_IFREG: return "file";
+    case S_IFDIR: return "dir";
+    case S_IFLNK: return "symlink";
+    case S_IFSOCK: return "socket";
+    case S_IFIFO: return "fifo";
+    case S_IFCHR: return "char";
+    case S_IFBLK: return "block";
+    }
+    return "unknown";
+}
+
+std::string_view dirent_type_name(unsigned char t)
+{
+    switch (t) {
+    case DT_REG: return "file";
+    case DT_DIR: return "dir";
+    case DT_LNK: return "symlink";
+    case DT_SOCK: return "socket";
+    case DT_FIFO: return "fifo";
+    case DT_CHR: return "char";
+    case DT_BLK: return "block";
+    }
+    return "unknown";
+}
+
+// Permission bits with setuid, setgid and sticky, as octal digits: "644", "4755".
+std::string mode_text(mode_t m)
+{
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%o", static_cast<unsigned>(m & 07777));
+    return buf;
+}
+
+// RFC 3339, UTC, nanoseconds: "2026-12-04T16:10:00.123456789Z".
+std::string rfc3339(const timespec& ts)
+{
+    std::tm tm{};
+    ::gmtime_r(&ts.tv_sec, &tm);
+    char buf[64];
+    auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof buf - n, ".%09ldZ", ts.tv_nsec);
+    return buf;
+}
+
+std::string b64(const char* data, std::size_t n)
+{
+    std::string out(base64::encoded_size(n), '\0');
+    out.resize(base64::encode(out.data(), data, n));
+    return out;
+}
+
+bool valid_utf8(std::string_view s)
+{
+    std::size_t i = 0;
+    while (i < s.size()) {
+        auto c = static_cast<unsigned char>(s[i]);
+        std::size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!len || i + len > s.size())
+            return false;
+        for (std::size_t k = 1; k < len; ++k)
+            if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+// A name field per the Types section: the text, and `<key>_b64` with the exact bytes when they
+// are not valid UTF-8 (the text then has U+FFFD for each bad byte).
+void put_name(json::object& o, std::string_view key, std::string_view bytes)
+{
+    if (valid_utf8(bytes)) {
+        o[key] = bytes;
+        return;
+    }
+    std::string text;
+    for (std::size_t i = 0; i < bytes.size();) {
+        std::size_t good = 0;
+        for (std::size_t len = 1; len <= 4 && i + len <= bytes.size(); ++len)
+            if (valid_utf8(bytes.substr(i, len))) {
+                good = len;
+                break;
+            }
+        if (good) {
+            text.append(bytes.substr(i, good));
+            i += good;
+        } else {
+            text += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    o[key] = text;
+    o[std::string(key) + "_b64"] = b64(bytes.data(), bytes.size());
+}
+
+boost::system::result<std::string, op_error> path_arg(const op_context& c, std::string_view key = "path")
+{
+    auto* v = c.req.args.if_contains(key);
+    if (!v || !v->is_string())
+        return agent_failure(errc::bad_request, "\"args." + std::string(key) + "\" must be an absolute path");
+    return checked_path(v->get_string());
+}
+
+json::object stat_json(const struct statx& sx)
+{
+    timespec mtime{sx.stx_mtime.tv_sec, sx.stx_mtime.tv_nsec};
+    std::uint64_t dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    json::object o{{"type", type_name(sx.stx_mode)},
+                   {"mode", mode_text(sx.stx_mode)},
+                   {"size", u64_to_json(sx.stx_size)},
+                   {"uid", sx.stx_uid},
+                   {"gid", sx.stx_gid},
+                   {"mtime", rfc3339(mtime)},
+                   {"mtime_ns", u64_to_json(static_cast<std::uint64_t>(mtime.tv_sec) * 1000000000ull +
+                                            static_cast<std::uint64_t>(mtime.tv_nsec))},
+                   {"ino", u64_to_json(sx.stx_ino)},
+                   {"dev", u64_to_json(dev)},
+                   {"nlink", sx.stx_nlink},
+                   {"mount_root", (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+                                      (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT)}};
+    return o;
+}
+
+boost::system::result<struct statx, op_error> statx_fd(int fd, const std::string& path)
+{
+    struct statx sx {};
+    if (::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx) < 0)
+        return os_failure(errno, "statx " + path);
+    return sx;
+}
+
+// ---- ops ------------------------------------------------------------------------------
+
+op_result stat_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    bool follow = true;
+    if (auto* f = c.req.args.if_contains("follow"); f && f->is_bool())
+        follow = f->get_bool();
+    auto fd = open_in_root(*path, O_PATH, 0, follow);
+    if (!fd)
+        return fd.error();
+    auto sx = statx_fd(fd->get(), *path);
+    if (!sx)
+        return sx.error();
+    return stat_json(*sx);
+}
+
+op_result readlink_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto fd = open_in_root(*path, O_PATH, 0, false);
+    if (!fd)
+        return fd.error();
+    std::string buf(PATH_MAX, '\0');
+    ssize_t n = ::readlinkat(fd->get(), "", buf.data(), buf.size());
+    if (n < 0)
+        return os_failure(errno == ENOENT ? EINVAL : errno, "readlink " + *path);
+    buf.resize(static_cast<std::size_t>(n));
+    json::object o;
+    put_name(o, "target", buf);
+    return o;
+}
+
+// Pages through a directory in name order. The cursor is the last name of the previous page in
+// hex, so that it is opaque and survives any bytes.
+op_result list_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto limit = arg_int(c, "limit", 1000);
+    if (!limit || *limit < 1 || *limit > 100000)
+        return agent_failure(errc::bad_request, "\"args.limit\" must be from 1 to 100000");
+    std::string after;
+    if (auto* a = c.req.args.if_contains("after"); a && a->is_string()) {
+        auto s = a->get_string();
+        auto nibble = [](char ch) { return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1; };
+        for (std::size_t i = 0; i + 1 < s.size(); i += 2) {
+            int hi = nibble(s[i]), lo = nibble(s[i + 1]);
+            if (hi < 0 || lo < 0)
+                return agent_failure(errc::bad_request, "\"args.after\" is not a cursor from fs.list");
+            after += static_cast<char>(hi * 16 + lo);
+        }
+        if (s.size() % 2 || after.empty())
+            return agent_failure(errc::bad_request, "\"args.after\" is not a cursor from fs.list");
+    }
+    auto fd = open_in_root(*path, O_RDONLY | O_DIRECTORY);
+    if (!fd)
+        return fd.error();
+    DIR* d = ::fdopendir(fd->get());
+    if (!d)
+        return os_failure(errno, "fdopendir " + *path);
+    fd->release(); // closedir owns it now
+    struct entry {
+        std::string name;
+        unsigned char type;
+        ino_t ino;
+    };
+    std::vector<entry> all;
+    errno = 0;
+    while (dirent* e = ::readdir(d)) {
+        std::string_view n = e->d_name;
+        if (n == "." || n == ".." || (!after.empty() && std::string(n) <= after))
+            continue;
+        all.push_back({std::string(n), e->d_type, e->d_ino});
+    }
+    int err = errno;
+    ::closedir(d);
+    if (err)
+        return os_failure(err, "readdir " + *path);
+    std::sort(all.begin(), all.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
+    json::array entries;
+    std::size_t n = std::min<std::size_t>(all.size(), static_cast<std::size_t>(*limit));
+    for (std::size_t i = 0; i < n; ++i) {
+        json::object o;
+        put_name(o, "name", all[i].name);
+        o["type"] = dirent_type_name(all[i].type);
+        o["ino"] = u64_to_json(all[i].ino);
+        entries.push_back(std::move(o));
+    }
+    json::object out{{"entries", std::move(entries)}};
+    if (n < all.size()) {
+        static const char digits[] = "0123456789abcdef";
+        std::string cursor;
+        for (unsigned char ch : all[n - 1].name) {
+            cursor += digits[ch >> 4];
+            cursor += digits[ch & 15];
+        }
+        out["next"] = cursor;
+    }
+    return out;
+}
+
+op_result read_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto offset = arg_int(c, "offset", 0);
+    auto length = arg_int(c, "length", static_cast<std::int64_t>(c.worker->cfg->fs_max_read_bytes));
+    if (!offset || *offset < 0)
+        return agent_failure(errc::bad_request, "\"args.offset\" must be a non-negative integer");
+    if (!length || *length < 0)
+        return agent_failure(errc::bad_request, "\"args.length\" must be a non-negative integer");
+    if (static_cast<std::size_t>(*length) > c.worker->cfg->fs_max_read_bytes)
+        return agent_failure(errc::bad_request,
+                             "\"args.length\" " + std::to_string(*length) + " is over fs_max_read_bytes (" +
+                                 std::to_string(c.worker->cfg->fs_max_read_bytes) +
+                                 "); read in pieces, or use fs.open for bulk data");
+    auto fd = open_in_root(*path, O_RDONLY);
+    if (!fd)
+        return fd.error();
+    struct stat st {};
+    if (::fstat(fd->get(), &st) < 0)
+        return os_failure(errno, "fstat " + *path);
+    if (S_ISDIR(st.st_mode))
+        return os_failure(EISDIR, "read " + *path);
+    if (!S_ISREG(st.st_mode))
+        return agent_failure(errc::bad_request, *path + " is a " + std::string(type_name(st.st_mode)) +
+                                                    ", not a regular file; fs.read refuses it");
+    std::string data(static_cast<std::size_t>(*length), '\0');
+    std::size_t got = 0;
+    while (got < data.size()) {
+        ssize_t r = ::pread(fd->get(), data.data() + got, data.size() - got, *offset + static_cast<off_t>(got));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return os_failure(errno, "read " + *path);
+        }
+        if (r == 0)
+            break;
+        got += static_cast<std::size_t>(r);
+    }
+    data.resize(got);
+    bool eof = static_cast<std::uint64_t>(*offset) + got >= static_cast<std::uint64_t>(st.st_size);
+    return json::object{{"data_b64", b64(data.data(), data.size())}, {"eof", eof}, {"size", u64_to_json(st.st_size)}};
+}
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape(std::string_view s)
+{
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+            out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
+            i += 3;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+op_result mounts_op(op_context& c)
+{
+    // The worker's own mountinfo, through the host-procfs fd it opened before setns: inside a
+    // container /proc is the container's procfs, where this thread does not exist.
+    unique_fd fd(::openat(c.worker->procfs_dir, "mountinfo", O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        return os_failure(errno, "open /proc/thread-self/mountinfo");
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0)
+            return os_failure(errno, "read mountinfo");
+        if (n == 0)
+            break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    json::array out;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        auto nl = text.find('\n', pos);
+        std::string_view line(text.data() + pos, (nl == std::string::npos ? text.size() : nl) - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        std::vector<std::string_view> f;
+        for (std::size_t i = 0; i < line.size();) {
+            auto sp = line.find(' ', i);
+            f.push_back(line.substr(i, (sp == std::string_view::npos ? line.size() : sp) - i));
+            i = sp == std::string_view::npos ? line.size() : sp + 1;
+        }
+        // id parent maj:min root mountpoint options [optional...] - fstype source superoptions
+        auto dash = std::find(f.begin(), f.end(), "-");
+        if (dash == f.end() || dash - f.begin() < 6 || f.end() - dash < 4)
+            continue;
+        std::string propagation;
+        for (auto it = f.begin() + 6; it != dash; ++it) {
+            std::string_view tag = it->substr(0, it->find(':'));
+            std::string word = tag == "shared" ? "shared" : tag == "master" ? "slave" : tag == "unbindable" ? "unbindable" : "";
+            if (!word.empty() && propagation.find(word) == std::string::npos)
+                propagation += (propagation.empty() ? "" : ",") + word;
+        }
+        if (propagation.empty())
+            propagation = "private";
+        out.push_back(json::object{{"mount_id", std::stoll(std::string(f[0]))},
+                                   {"parent_id", std::stoll(std::string(f[1]))},
+                                   {"major_minor", f[2]},
+                                   {"root", unescape(f[3])},
+                                   {"mount_point", unescape(f[4])},
+                                   {"options", f[5]},
+                                   {"fstype", unescape(dash[1])},
+                                   {"source", unescape(dash[2])},
+                                   {"super_options", unescape(dash[3])},
+                                   {"propagation", propagation}});
+    }
+    return out;
+}
+
+std::string fstype_name(long magic)
+{
+    static const std::map<long, const char*> names = {
+        {TMPFS_MAGIC, "tmpfs"},   {EXT4_SUPER_MAGIC, "ext4"}, {XFS_SUPER_MAGIC, "xfs"},
+        {BTRFS_SUPER_MAGIC, "btrfs"}, {OVERLAYFS_SUPER_MAGIC, "overlay"}, {PROC_SUPER_MAGIC, "proc"},
+        {SYSFS_MAGIC, "sysfs"},   {NFS_SUPER_MAGIC, "nfs"},   {RAMFS_MAGIC, "ramfs"},
+        {SQUASHFS_MAGIC, "squashfs"}, {CGROUP2_SUPER_MAGIC, "cgroup2"}, {DEVPTS_SUPER_MAGIC, "devpts"},
+        {FUSE_SUPER_MAGIC, "fuse"},
+    };
+    auto it = names.find(magic);
+    if (it != names.end())
+        return it->second;
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(magic));
+    return buf;
+}
+
+op_result statvfs_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto fd = open_in_root(*path, O_PATH);
+    if (!fd)
+        return fd.error();
+    struct statvfs v {};
+    struct statfs f {};
+    if (::fstatvfs(fd->get(), &v) < 0 || ::fstatfs(fd->get(), &f) < 0)
+        return os_failure(errno, "statfs " + *path);
+    return json::object{{"block_size", v.f_frsize},
+                        {"blocks", u64_to_json(v.f_blocks)},
+                        {"blocks_free", u64_to_json(v.f_bfree)},
+                        {"blocks_avail", u64_to_json(v.f_bavail)},
+                        {"files", u64_to_json(v.f_files)},
+                        {"files_free", u64_to_json(v.f_ffree)},
+                        {"fstype", fstype_name(f.f_type)}};
+}
+
+} // namespace
+
+void register_fs_ops(op_registry& r)
+{
+    r.add({"fs.stat", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &stat_op});
+    r.add({"fs.list", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &list_op});
+    r.add({"fs.read", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &read_op});
+    r.add({"fs.readlink", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &readlink_op});
+    r.add({"fs.mounts", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &mounts_op});
+    r.add({"fs.statvfs", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &statvfs_op});
+}
+
+} // namespace nsagent

@@ -1,0 +1,203 @@
+// fs.* against real mount namespaces: a private one, a container-like one with its own pid
+// namespace and procfs, and one that pivot_root'ed into a tmpfs like a real container.
+#include "fs_path.hpp"
+
+#include "support/test_env.hpp"
+
+#include <boost/beast/core/detail/base64.hpp>
+#include <boost/json/serialize.hpp>
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace json = boost::json;
+using namespace nsagent;
+using namespace nsagent::test;
+
+namespace {
+
+std::string decode_b64(const json::value& v)
+{
+    namespace base64 = boost::beast::detail::base64;
+    auto s = v.as_string();
+    std::string out(base64::decoded_size(s.size()), '\0');
+    out.resize(base64::decode(out.data(), s.data(), s.size()).first);
+    return out;
+}
+
+class FsOps : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        if (!is_root())
+            GTEST_SKIP() << "needs root: mount namespaces";
+        agent_.emplace(json::object{{"fs_max_read_bytes", 4096}});
+        client_.emplace(agent_->connect());
+    }
+    frame fs(pid_t pid, const std::string& op, json::object args = {})
+    {
+        return call(*client_, op, pid_ns("mnt", pid), std::move(args));
+    }
+    std::optional<agent_process> agent_;
+    std::optional<client> client_;
+};
+
+TEST_F(FsOps, ReadListAndStatSeeTheNamespacesFilesNotTheHosts)
+{
+    mount_holder plain(false), container(true);
+    for (auto* h : {&plain, &container}) {
+        auto r = fs(h->pid(), "fs.read", {{"path", h->marker()}});
+        ASSERT_TRUE(r.ok()) << json::serialize(r.value);
+        EXPECT_EQ(decode_b64(r.value.at("result").at("data_b64")), "hi\n");
+        EXPECT_EQ(r.value.at("result").at("eof"), json::value(true));
+        auto l = result_of(fs(h->pid(), "fs.list", {{"path", h->dir()}}));
+        ASSERT_EQ(l.at("entries").as_array().size(), 1u);
+        EXPECT_EQ(l.at("entries").at(0).at("name"), json::value("marker"));
+        auto st = result_of(fs(h->pid(), "fs.stat", {{"path", h->marker()}}));
+        EXPECT_EQ(st.at("type"), json::value("file"));
+        EXPECT_EQ(u64(st.at("size")), 3u);
+        auto dir = result_of(fs(h->pid(), "fs.stat", {{"path", h->dir()}}));
+        EXPECT_EQ(dir.at("mount_root"), json::value(true)) << "the tmpfs is mounted there";
+        EXPECT_EQ(result_of(fs(h->pid(), "fs.statvfs", {{"path", h->dir()}})).at("fstype"), json::value("tmpfs"));
+        struct stat host {};
+        EXPECT_NE(::stat(h->marker().c_str(), &host), 0) << "the host does not see it";
+    }
+}
+
+std::vector<std::vector<std::string>> mountinfo_of(pid_t pid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/mountinfo");
+    std::vector<std::vector<std::string>> rows;
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream ss(line);
+        std::vector<std::string> f;
+        std::string w;
+        while (ss >> w)
+            f.push_back(w);
+        rows.push_back(f);
+    }
+    return rows;
+}
+
+TEST_F(FsOps, MountsMatchTheHoldersMountinfoEntryByEntry)
+{
+    mount_holder plain(false), container(true);
+    for (auto* h : {&plain, &container}) {
+        auto theirs = mountinfo_of(h->pid());
+        auto mine = fs(h->pid(), "fs.mounts");
+        ASSERT_TRUE(mine.ok());
+        auto& arr = mine.value.at("result").as_array();
+        ASSERT_EQ(arr.size(), theirs.size());
+        for (std::size_t i = 0; i < arr.size(); ++i) {
+            auto& m = arr[i].as_object();
+            auto& t = theirs[i];
+            auto dash = std::find(t.begin(), t.end(), "-") - t.begin();
+            EXPECT_EQ(std::to_string(m.at("mount_id").as_int64()), t[0]);
+            EXPECT_EQ(std::to_string(m.at("parent_id").as_int64()), t[1]);
+            EXPECT_EQ(m.at("major_minor"), json::value(t[2]));
+            EXPECT_EQ(m.at("options"), json::value(t[5]));
+            EXPECT_EQ(m.at("fstype"), json::value(t[dash + 1]));
+            // Escaped fields compare after the test's own decoding of \ooo.
+            auto dec = [](std::string s) {
+                std::string out;
+                for (std::size_t k = 0; k < s.size(); ++k)
+                    if (s[k] == '\\' && k + 3 < s.size()) {
+                        out += static_cast<char>(std::stoi(s.substr(k + 1, 3), nullptr, 8));
+                        k += 3;
+                    } else
+                        out += s[k];
+                return out;
+            };
+            EXPECT_EQ(m.at("mount_point"), json::value(dec(t[4])));
+            EXPECT_EQ(m.at("root"), json::value(dec(t[3])));
+        }
+    }
+}
+
+// A container that pivot_root'ed into a tmpfs: "..", absolute symlinks and procfs magic links
+// must all stay inside its root.
+TEST_F(FsOps, SymlinksAndMagicLinksDoNotEscapeTheNamespaceRoot)
+{
+    std::string dir = "/tmp/" + unique_name("root");
+    ::mkdir(dir.c_str(), 0755);
+    holder h("exec unshare -m --propagation private sh -c 'mount -t tmpfs r " + dir + " && cd " + dir +
+             " && mkdir old data && echo inside > data/f && ln -s ../../../../etc/passwd data/up"
+             " && ln -s /etc/passwd data/abs && ln -s /old/proc/self/root/etc/passwd data/magic"
+             " && mkfifo data/fifo hold && pivot_root . old && echo ready && exec 3<>/hold && read x <&3'");
+    // (After pivot_root the host's binaries cannot run, their loader is gone; the shell's own
+    // `read` on a FIFO nobody writes keeps the namespace alive.)
+    auto up = fs(h.pid(), "fs.read", {{"path", "/data/up"}});
+    EXPECT_EQ(up.error_code(), "os_error") << json::serialize(up.value);
+    EXPECT_EQ(up.value.at("error").at("errno_name"), json::value("ENOENT")) << "../.. stops at the namespace root";
+    auto abs = fs(h.pid(), "fs.read", {{"path", "/data/abs"}});
+    EXPECT_EQ(abs.value.at("error").at("errno_name"), json::value("ENOENT")) << "/ is the namespace root";
+    auto magic = fs(h.pid(), "fs.read", {{"path", "/data/magic"}});
+    EXPECT_EQ(magic.error_code(), "os_error");
+    EXPECT_EQ(magic.value.at("error").at("errno_name"), json::value("ELOOP")) << "magic links are refused";
+    auto dotdot = fs(h.pid(), "fs.read", {{"path", "/../../etc/passwd"}});
+    EXPECT_EQ(dotdot.value.at("error").at("errno_name"), json::value("ENOENT"));
+    EXPECT_EQ(decode_b64(fs(h.pid(), "fs.read", {{"path", "/data/f"}}).value.at("result").at("data_b64")), "inside\n");
+
+    // A FIFO with no writer is refused at once, and the worker goes on serving.
+    auto tid = result_of(call(*client_, "ns.ping", pid_ns("mnt", h.pid()))).at("tid");
+    auto fifo = fs(h.pid(), "fs.read", {{"path", "/data/fifo"}});
+    EXPECT_EQ(fifo.error_code(), "bad_request");
+    EXPECT_NE(fifo.error_message().find("fifo"), std::string::npos);
+    EXPECT_EQ(result_of(call(*client_, "ns.ping", pid_ns("mnt", h.pid()))).at("tid"), tid);
+    h.kill_now();
+    ::rmdir(dir.c_str());
+}
+
+TEST_F(FsOps, ErrorsCarryTheirErrnoAndThePath)
+{
+    mount_holder h(false);
+    auto missing = fs(h.pid(), "fs.read", {{"path", h.dir() + "/nope"}});
+    EXPECT_EQ(missing.value.at("error").at("errno_name"), json::value("ENOENT"));
+    EXPECT_NE(missing.error_message().find(h.dir() + "/nope"), std::string::npos);
+    EXPECT_EQ(fs(h.pid(), "fs.read", {{"path", h.dir()}}).value.at("error").at("errno_name"), json::value("EISDIR"));
+    EXPECT_EQ(fs(h.pid(), "fs.list", {{"path", h.marker()}}).value.at("error").at("errno_name"), json::value("ENOTDIR"));
+    auto big = fs(h.pid(), "fs.read", {{"path", h.marker()}, {"length", 5000}});
+    EXPECT_EQ(big.error_code(), "bad_request");
+    EXPECT_NE(big.error_message().find("fs_max_read_bytes"), std::string::npos);
+    EXPECT_EQ(fs(h.pid(), "fs.read", {{"path", "relative"}}).error_code(), "bad_request");
+    EXPECT_EQ(call(*client_, "fs.read", {{"type", "net"}, {"path", "/proc/self/ns/net"}}, {{"path", "/"}}).error_code(),
+              "ns_type_mismatch");
+}
+
+TEST_F(FsOps, ListPagesThroughLargeDirectoriesAndKeepsOddNames)
+{
+    mount_holder h(false);
+    // Files made from inside the namespace, including one whose name is not UTF-8.
+    std::string script = "nsenter -t " + std::to_string(h.pid()) + " -m sh -c 'cd " + h.dir() +
+                         " && for i in $(seq 1 24); do touch f$i; done && touch \"$(printf \"bad\\377\")\"'";
+    ASSERT_EQ(sh(script), 0);
+    std::set<std::string> names;
+    std::string cursor;
+    int pages = 0, odd = 0;
+    for (; pages < 10; ++pages) {
+        json::object args{{"path", h.dir()}, {"limit", 10}};
+        if (!cursor.empty())
+            args["after"] = cursor;
+        auto r = result_of(fs(h.pid(), "fs.list", args));
+        for (auto& e : r.at("entries").as_array()) {
+            EXPECT_TRUE(names.insert(std::string(e.at("name").as_string())).second) << "no entry twice";
+            if (e.as_object().contains("name_b64")) {
+                ++odd;
+                EXPECT_EQ(decode_b64(e.at("name_b64")), "bad\xff");
+            }
+        }
+        if (!r.contains("next"))
+            break;
+        cursor = std::string(r.at("next").as_string());
+    }
+    EXPECT_EQ(names.size(), 26u); // marker, f1..f24, bad\xff
+    EXPECT_EQ(pages, 2);          // three pages: 10, 10, 6
+    EXPECT_EQ(odd, 1);
+}
+
+} // namespace
