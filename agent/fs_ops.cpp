@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -23,6 +24,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <string>
@@ -431,6 +433,397 @@ op_result statvfs_op(op_context& c)
                         {"fstype", fstype_name(f.f_type)}};
 }
 
+// ---- writes -----------------------------------------------------------------------------
+
+boost::system::result<mode_t, op_error> mode_arg(const op_context& c, mode_t fallback)
+{
+    auto* m = c.req.args.if_contains("mode");
+    if (!m || m->is_null())
+        return fallback;
+    // The Types section: octal digits in a string; a plain integer is taken as it is.
+    if (m->is_int64() && m->get_int64() >= 0 && m->get_int64() <= 07777)
+        return static_cast<mode_t>(m->get_int64());
+    if (m->is_string()) {
+        auto s = m->get_string();
+        mode_t v = 0;
+        if (s.empty() || s.size() > 5)
+            return agent_failure(errc::bad_request, "\"args.mode\" must be octal digits such as \"644\"");
+        for (char ch : s) {
+            if (ch < '0' || ch > '7')
+                return agent_failure(errc::bad_request, "\"args.mode\" must be octal digits such as \"644\"");
+            v = v * 8 + static_cast<mode_t>(ch - '0');
+        }
+        if (v <= 07777)
+            return v;
+    }
+    return agent_failure(errc::bad_request, "\"args.mode\" must be octal digits such as \"644\"");
+}
+
+bool flag_arg(const op_context& c, std::string_view key, bool fallback)
+{
+    auto* v = c.req.args.if_contains(key);
+    return v && v->is_bool() ? v->get_bool() : fallback;
+}
+
+std::optional<op_error> write_all(int fd, std::string_view data, off_t offset, const std::string& path)
+{
+    while (!data.empty()) {
+        ssize_t n = ::pwrite(fd, data.data(), data.size(), offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return os_failure(errno, "write " + path);
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+        offset += n;
+    }
+    return std::nullopt;
+}
+
+std::string temp_name()
+{
+    // Recognisable after a crash by its prefix; random enough that O_EXCL rarely retries.
+    unsigned char r[8];
+    if (::getrandom(r, sizeof r, 0) != sizeof r)
+        std::memset(r, 0, sizeof r);
+    static const char digits[] = "0123456789abcdef";
+    std::string s = ".nsagent-tmp-";
+    for (auto b : r) {
+        s += digits[b >> 4];
+        s += digits[b & 15];
+    }
+    return s;
+}
+
+// Writes in place: no rename, so it works on a bind-mounted file, but a reader can see a partial
+// state and a crash can leave one.
+op_result write_in_place(const std::string& path, std::string_view data, std::optional<off_t> offset, bool create,
+                         mode_t mode)
+{
+    int flags = O_WRONLY | (create ? O_CREAT : 0) | (offset ? 0 : O_TRUNC);
+    auto fd = open_in_root(path, flags, mode);
+    if (!fd)
+        return fd.error();
+    struct stat st {};
+    if (::fstat(fd->get(), &st) < 0)
+        return os_failure(errno, "fstat " + path);
+    if (!S_ISREG(st.st_mode))
+        return agent_failure(errc::bad_request, path + " is a " + std::string(type_name(st.st_mode)) + ", not a regular file");
+    if (auto e = write_all(fd->get(), data, offset.value_or(0), path))
+        return *e;
+    if (::fsync(fd->get()) < 0)
+        return os_failure(errno, "fsync " + path);
+    return json::object{{"path", path}, {"bytes", data.size()}, {"atomic", false}};
+}
+
+op_result write_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto* d = c.req.args.if_contains("data_b64");
+    if (!d || !d->is_string())
+        return agent_failure(errc::bad_request, "\"args.data_b64\" must be base64 text");
+    auto text = d->get_string();
+    std::string data(base64::decoded_size(text.size()) + 3, '\0');
+    data.resize(base64::decode(data.data(), text.data(), text.size()).first);
+    std::optional<off_t> offset;
+    if (auto* o = c.req.args.if_contains("offset"); o && !o->is_null()) {
+        if (!o->is_int64() || o->get_int64() < 0)
+            return agent_failure(errc::bad_request, "\"args.offset\" must be a non-negative integer");
+        offset = static_cast<off_t>(o->get_int64());
+    }
+    bool create = flag_arg(c, "create", true);
+    bool atomic = flag_arg(c, "atomic", !offset);
+    bool require_atomic = flag_arg(c, "require_atomic", false);
+    if (offset && (atomic || require_atomic))
+        return agent_failure(errc::bad_request, "a write at an offset cannot be atomic");
+    auto given_mode = mode_arg(c, 0644);
+    if (!given_mode)
+        return given_mode.error();
+
+    if (!atomic)
+        return write_in_place(*path, data, offset, create, *given_mode);
+
+    auto parent = open_parent(*path);
+    if (!parent)
+        return parent.error();
+    // The directory again, readable, for fsync (an O_PATH fd cannot be synced).
+    unique_fd dir(::openat(parent->dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir)
+        return os_failure(errno, "open the directory of " + *path);
+    struct statx old {};
+    bool exists = ::statx(dir.get(), parent->name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &old) == 0;
+    if (!exists && errno != ENOENT)
+        return os_failure(errno, "statx " + *path);
+    if (!exists && !create)
+        return os_failure(ENOENT, "open " + *path);
+    if (exists && !S_ISREG(old.stx_mode))
+        return agent_failure(errc::bad_request, *path + " is a " + std::string(type_name(old.stx_mode)) + ", not a regular file");
+    // rename() over a file that is itself a mount point fails with EBUSY: Docker bind-mounts
+    // /etc/hosts, /etc/resolv.conf and /etc/hostname that way. Write those in place.
+    bool mount_root = exists && (old.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (old.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+    auto in_place_or_busy = [&]() -> op_result {
+        if (require_atomic)
+            return os_failure(EBUSY, "rename over " + *path + " (it is a mount point; \"require_atomic\" forbids writing in place)");
+        return write_in_place(*path, data, std::nullopt, create, *given_mode);
+    };
+    if (mount_root)
+        return in_place_or_busy();
+
+    // Keep the file's mode and owner unless the request names a mode.
+    mode_t mode = exists && !c.req.args.contains("mode") ? (old.stx_mode & 07777) : *given_mode;
+    std::string tmp;
+    unique_fd out;
+    for (int tries = 0; tries < 5 && !out; ++tries) {
+        tmp = temp_name();
+        out.reset(::openat(dir.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
+        if (!out && errno != EEXIST)
+            return os_failure(errno, "create a temporary file next to " + *path);
+    }
+    if (!out)
+        return os_failure(EEXIST, "create a temporary file next to " + *path);
+    auto fail = [&](op_error e) -> op_result {
+        ::unlinkat(dir.get(), tmp.c_str(), 0);
+        return e;
+    };
+    if (auto e = write_all(out.get(), data, 0, *path))
+        return fail(*e);
+    if (::fchmod(out.get(), mode) < 0)
+        return fail(os_failure(errno, "fchmod the temporary file"));
+    if (exists && ::fchown(out.get(), old.stx_uid, old.stx_gid) < 0)
+        return fail(os_failure(errno, "fchown the temporary file"));
+    if (::fsync(out.get()) < 0)
+        return fail(os_failure(errno, "fsync the temporary file"));
+    if (::renameat(dir.get(), tmp.c_str(), dir.get(), parent->name.c_str()) < 0) {
+        int err = errno;
+        ::unlinkat(dir.get(), tmp.c_str(), 0);
+        if (err == EBUSY)
+            return in_place_or_busy(); // a mount point statx did not flag
+        return os_failure(err, "rename over " + *path);
+    }
+    if (::fsync(dir.get()) < 0)
+        return os_failure(errno, "fsync the directory of " + *path);
+    return json::object{{"path", *path}, {"bytes", data.size()}, {"atomic", true}};
+}
+
+op_result mkdir_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto mode = mode_arg(c, 0755);
+    if (!mode)
+        return mode.error();
+    bool parents = flag_arg(c, "parents", false);
+    std::vector<std::string> todo{*path};
+    if (parents) {
+        todo.clear();
+        for (std::size_t i = 1; i <= path->size(); ++i)
+            if (i == path->size() || (*path)[i] == '/')
+                todo.push_back(path->substr(0, i));
+    }
+    bool created = false;
+    for (auto& p : todo) {
+        auto parent = open_parent(p);
+        if (!parent)
+            return parent.error();
+        if (::mkdirat(parent->dir.get(), parent->name.c_str(), *mode) == 0) {
+            created = true;
+            continue;
+        }
+        if (errno == EEXIST && parents) {
+            struct stat st {};
+            if (::fstatat(parent->dir.get(), parent->name.c_str(), &st, 0) == 0 && S_ISDIR(st.st_mode))
+                continue;
+            return os_failure(ENOTDIR, "mkdir " + p);
+        }
+        return os_failure(errno, "mkdir " + p);
+    }
+    return json::object{{"path", *path}, {"created", created}};
+}
+
+// Removes the tree under `dir` without following symlinks or leaving its filesystem.
+std::optional<op_error> remove_tree(int dir, dev_t dev, const std::string& where)
+{
+    int fd = ::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return os_failure(errno, "open " + where);
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+        ::close(fd);
+        return os_failure(errno, "fdopendir " + where);
+    }
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d))
+        if (std::string_view(e->d_name) != "." && std::string_view(e->d_name) != "..")
+            names.emplace_back(e->d_name);
+    std::optional<op_error> err;
+    for (auto& n : names) {
+        struct stat st {};
+        auto path = where + "/" + n;
+        if (::fstatat(dirfd(d), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            err = os_failure(errno, "stat " + path);
+            break;
+        }
+        if (st.st_dev != dev) {
+            err = os_failure(EXDEV, "remove " + path + " (another filesystem is mounted there; not crossing it)");
+            break;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            int sub = ::openat(dirfd(d), n.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                err = os_failure(errno, "open " + path);
+                break;
+            }
+            err = remove_tree(sub, dev, path);
+            ::close(sub);
+            if (err)
+                break;
+            if (::unlinkat(dirfd(d), n.c_str(), AT_REMOVEDIR) < 0) {
+                err = os_failure(errno, "rmdir " + path);
+                break;
+            }
+        } else if (::unlinkat(dirfd(d), n.c_str(), 0) < 0) {
+            err = os_failure(errno, "unlink " + path);
+            break;
+        }
+    }
+    ::closedir(d);
+    return err;
+}
+
+op_result remove_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto parent = open_parent(*path);
+    if (!parent)
+        return parent.error();
+    struct stat st {};
+    if (::fstatat(parent->dir.get(), parent->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return os_failure(errno, "stat " + *path);
+    if (S_ISDIR(st.st_mode)) {
+        if (flag_arg(c, "recursive", false)) {
+            unique_fd top(::openat(parent->dir.get(), parent->name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!top)
+                return os_failure(errno, "open " + *path);
+            if (auto e = remove_tree(top.get(), st.st_dev, *path))
+                return *e;
+        }
+        if (::unlinkat(parent->dir.get(), parent->name.c_str(), AT_REMOVEDIR) < 0)
+            return os_failure(errno, "rmdir " + *path);
+    } else if (::unlinkat(parent->dir.get(), parent->name.c_str(), 0) < 0) {
+        return os_failure(errno, "unlink " + *path);
+    }
+    return json::object{{"path", *path}, {"removed", true}};
+}
+
+op_result rename_op(op_context& c)
+{
+    auto from = path_arg(c, "from");
+    if (!from)
+        return from.error();
+    auto to = path_arg(c, "to");
+    if (!to)
+        return to.error();
+    auto a = open_parent(*from);
+    if (!a)
+        return a.error();
+    auto b = open_parent(*to);
+    if (!b)
+        return b.error();
+    if (::renameat(a->dir.get(), a->name.c_str(), b->dir.get(), b->name.c_str()) < 0)
+        return os_failure(errno, "rename " + *from + " to " + *to);
+    return json::object{{"from", *from}, {"to", *to}, {"renamed", true}};
+}
+
+op_result symlink_op(op_context& c)
+{
+    auto target = arg_string(c, "target");
+    if (!target)
+        return target.error();
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto parent = open_parent(*path);
+    if (!parent)
+        return parent.error();
+    // The target is stored as given; reading through the link later resolves under the
+    // namespace's root again, so it cannot lead out.
+    if (::symlinkat(target->c_str(), parent->dir.get(), parent->name.c_str()) < 0)
+        return os_failure(errno, "symlink " + *path);
+    return json::object{{"path", *path}, {"target", *target}};
+}
+
+op_result chmod_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    if (!c.req.args.contains("mode"))
+        return agent_failure(errc::bad_request, "missing \"args.mode\"");
+    auto mode = mode_arg(c, 0);
+    if (!mode)
+        return mode.error();
+    // fchmod needs a real fd (not O_PATH) on Linux 6.1; O_NONBLOCK keeps a FIFO from blocking.
+    auto fd = open_in_root(*path, O_RDONLY);
+    if (!fd)
+        return fd.error();
+    if (::fchmod(fd->get(), *mode) < 0)
+        return os_failure(errno, "chmod " + *path);
+    return json::object{{"path", *path}, {"mode", mode_text(*mode)}};
+}
+
+op_result chown_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    auto uid = arg_int(c, "uid", -1);
+    auto gid = arg_int(c, "gid", -1);
+    if (!uid || !gid || *uid < -1 || *gid < -1 || *uid > 0xfffffffeLL || *gid > 0xfffffffeLL)
+        return agent_failure(errc::bad_request, "\"args.uid\" and \"args.gid\" must be ids (-1 keeps one)");
+    auto fd = open_in_root(*path, O_PATH, 0, false);
+    if (!fd)
+        return fd.error();
+    if (::fchownat(fd->get(), "", static_cast<uid_t>(*uid), static_cast<gid_t>(*gid), AT_EMPTY_PATH) < 0)
+        return os_failure(errno, "chown " + *path);
+    return json::object{{"path", *path}, {"uid", *uid}, {"gid", *gid}};
+}
+
+// Bulk data at full speed: the open file itself, as an fd.
+op_result open_op(op_context& c)
+{
+    auto path = path_arg(c);
+    if (!path)
+        return path.error();
+    std::string how = "r";
+    if (auto* f = c.req.args.if_contains("flags"); f && f->is_string())
+        how = std::string(f->get_string());
+    int flags = how == "r" ? O_RDONLY : how == "w" ? O_WRONLY | O_TRUNC : how == "rw" ? O_RDWR : how == "a" ? O_WRONLY | O_APPEND : -1;
+    if (flags < 0)
+        return agent_failure(errc::bad_request, "\"args.flags\" must be r, w, rw or a");
+    if (flag_arg(c, "create", false))
+        flags |= O_CREAT;
+    auto mode = mode_arg(c, 0644);
+    if (!mode)
+        return mode.error();
+    auto fd = open_in_root(*path, flags, *mode);
+    if (!fd)
+        return fd.error();
+    struct stat st {};
+    if (::fstat(fd->get(), &st) < 0)
+        return os_failure(errno, "fstat " + *path);
+    if (!S_ISREG(st.st_mode))
+        return agent_failure(errc::bad_request, *path + " is a " + std::string(type_name(st.st_mode)) + ", not a regular file");
+    // Opened O_NONBLOCK for safety; a regular file ignores it, but give the client a plain fd.
+    ::fcntl(fd->get(), F_SETFL, ::fcntl(fd->get(), F_GETFL) & ~O_NONBLOCK);
+    c.reply_fds.push_back(std::move(*fd));
+    return json::object{{"path", *path}, {"flags", how}, {"size", u64_to_json(static_cast<std::uint64_t>(st.st_size))}};
+}
+
 } // namespace
 
 void register_fs_ops(op_registry& r)
@@ -441,6 +834,14 @@ void register_fs_ops(op_registry& r)
     r.add({"fs.readlink", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &readlink_op});
     r.add({"fs.mounts", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &mounts_op});
     r.add({"fs.statvfs", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &statvfs_op});
+    r.add({"fs.write", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &write_op});
+    r.add({"fs.mkdir", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &mkdir_op});
+    r.add({"fs.remove", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &remove_op});
+    r.add({"fs.rename", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &rename_op});
+    r.add({"fs.symlink", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &symlink_op});
+    r.add({"fs.chmod", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &chmod_op});
+    r.add({"fs.chown", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &chown_op});
+    r.add({"fs.open", op_class::fd, op_site::worker, ns_need::required, ns_type::mnt, &open_op});
 }
 
 } // namespace nsagent

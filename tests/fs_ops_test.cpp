@@ -9,6 +9,10 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include <fstream>
 #include <set>
@@ -198,6 +202,181 @@ TEST_F(FsOps, ListPagesThroughLargeDirectoriesAndKeepsOddNames)
     EXPECT_EQ(names.size(), 26u); // marker, f1..f24, bad\xff
     EXPECT_EQ(pages, 2);          // three pages: 10, 10, 6
     EXPECT_EQ(odd, 1);
+}
+
+} // namespace
+
+namespace {
+
+std::string b64(const std::string& s)
+{
+    namespace base64 = boost::beast::detail::base64;
+    std::string out(base64::encoded_size(s.size()), '\0');
+    out.resize(base64::encode(out.data(), s.data(), s.size()));
+    return out;
+}
+
+std::string host_view(pid_t pid, const std::string& path)
+{
+    return "/proc/" + std::to_string(pid) + "/root" + path;
+}
+
+std::string slurp(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+TEST_F(FsOps, AnAtomicWriteIsNeverSeenTorn)
+{
+    mount_holder h(false);
+    auto file = h.dir() + "/config";
+    const std::string a(65536, 'a'), b(65536, 'b');
+    ASSERT_TRUE(fs(h.pid(), "fs.write", {{"path", file}, {"data_b64", b64(a)}}).ok());
+    std::atomic<bool> done{false};
+    std::atomic<int> torn{0}, reads{0};
+    std::thread reader([&] {
+        // Readers that keep opening the file at random moments, bounded by the writer's end.
+        while (!done) {
+            auto s = slurp(host_view(h.pid(), file));
+            ++reads;
+            if (s != a && s != b)
+                ++torn;
+        }
+    });
+    for (int i = 0; i < 60; ++i) {
+        auto w = fs(h.pid(), "fs.write", {{"path", file}, {"data_b64", b64(i % 2 ? a : b)}});
+        ASSERT_TRUE(w.ok()) << json::serialize(w.value);
+        EXPECT_EQ(w.value.at("result").at("atomic"), json::value(true));
+    }
+    done = true;
+    reader.join();
+    EXPECT_GT(reads, 0);
+    EXPECT_EQ(torn, 0) << "of " << reads << " reads";
+    // No temporary is left behind.
+    auto l = result_of(fs(h.pid(), "fs.list", {{"path", h.dir()}}));
+    for (auto& e : l.at("entries").as_array())
+        EXPECT_EQ(std::string(e.at("name").as_string()).rfind(".nsagent-tmp-", 0), std::string::npos);
+}
+
+TEST_F(FsOps, ABindMountedFileIsWrittenInPlaceAndSaysSo)
+{
+    std::string dir = "/tmp/" + unique_name("bind");
+    ::mkdir(dir.c_str(), 0755);
+    holder h("exec unshare -m --propagation private sh -c 'mount -t tmpfs t " + dir + " && echo old > " + dir +
+             "/src && echo x > " + dir + "/hosts && mount --bind " + dir + "/src " + dir +
+             "/hosts && echo ready && exec sleep 600'");
+    auto target = dir + "/hosts";
+    auto strict = fs(h.pid(), "fs.write", {{"path", target}, {"data_b64", b64("new\n")}, {"require_atomic", true}});
+    EXPECT_EQ(strict.value.at("error").at("errno_name"), json::value("EBUSY")) << json::serialize(strict.value);
+    auto w = fs(h.pid(), "fs.write", {{"path", target}, {"data_b64", b64("new\n")}});
+    ASSERT_TRUE(w.ok()) << json::serialize(w.value);
+    EXPECT_EQ(w.value.at("result").at("atomic"), json::value(false));
+    EXPECT_EQ(decode_b64(fs(h.pid(), "fs.read", {{"path", target}}).value.at("result").at("data_b64")), "new\n");
+    h.kill_now();
+    ::rmdir(dir.c_str());
+}
+
+TEST_F(FsOps, FsOpenHandsOverTheFileForBulkData)
+{
+    mount_holder h(false);
+    auto file = h.dir() + "/bulk";
+    auto f = client_->call({{"op", "fs.open"}, {"ns", pid_ns("mnt", h.pid())}, {"args", {{"path", file}, {"flags", "w"}, {"create", true}}}},
+                           {}, 10000);
+    ASSERT_TRUE(f && f->ok()) << (f ? json::serialize(f->value) : f.error().message());
+    ASSERT_EQ(f->fds.size(), 1u);
+    std::string chunk(1 << 20, '\0');
+    for (std::size_t i = 0; i < chunk.size(); ++i)
+        chunk[i] = static_cast<char>(i * 7 + 3);
+    for (int i = 0; i < 64; ++i)
+        ASSERT_EQ(::write(f->fds[0].get(), chunk.data(), chunk.size()), static_cast<ssize_t>(chunk.size()));
+    f->fds.clear();
+    auto st = result_of(fs(h.pid(), "fs.stat", {{"path", file}}));
+    EXPECT_EQ(u64(st.at("size")), 64u << 20);
+    auto back = slurp(host_view(h.pid(), file));
+    ASSERT_EQ(back.size(), 64u << 20);
+    EXPECT_EQ(back.substr(5u << 20, chunk.size()), chunk);
+    auto fifo = fs(h.pid(), "fs.open", {{"path", "/dev/null"}});
+    EXPECT_EQ(fifo.error_code(), "bad_request") << "a device is refused";
+}
+
+TEST_F(FsOps, ModesAreExactWhateverTheAgentsUmask)
+{
+    mount_holder h(false);
+    mode_t old = ::umask(077);
+    agent_process strict_umask; // inherits umask 077
+    ::umask(old);
+    auto c = strict_umask.connect();
+    auto op = [&](const std::string& name, json::object args) {
+        return call(c, name, pid_ns("mnt", h.pid()), std::move(args));
+    };
+    ASSERT_TRUE(op("fs.write", {{"path", h.dir() + "/f"}, {"data_b64", b64("x")}, {"mode", "640"}}).ok());
+    ASSERT_TRUE(op("fs.mkdir", {{"path", h.dir() + "/a/b/c"}, {"mode", "751"}, {"parents", true}}).ok());
+    struct stat st {};
+    ASSERT_EQ(::stat(host_view(h.pid(), h.dir() + "/f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    ASSERT_EQ(::stat(host_view(h.pid(), h.dir() + "/a/b/c").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0751u);
+    ASSERT_TRUE(op("fs.chmod", {{"path", h.dir() + "/f"}, {"mode", "4755"}}).ok());
+    EXPECT_EQ(result_of(op("fs.stat", {{"path", h.dir() + "/f"}})).at("mode"), json::value("4755"));
+}
+
+TEST_F(FsOps, MkdirRenameSymlinkChownAndRecursiveRemove)
+{
+    mount_holder h(false);
+    auto d = h.dir();
+    ASSERT_TRUE(fs(h.pid(), "fs.mkdir", {{"path", d + "/x/y"}, {"parents", true}}).ok());
+    ASSERT_TRUE(fs(h.pid(), "fs.write", {{"path", d + "/x/y/file"}, {"data_b64", b64("1")}}).ok());
+    ASSERT_TRUE(fs(h.pid(), "fs.symlink", {{"target", "y/file"}, {"path", d + "/x/link"}}).ok());
+    EXPECT_EQ(result_of(fs(h.pid(), "fs.readlink", {{"path", d + "/x/link"}})).at("target"), json::value("y/file"));
+    EXPECT_EQ(result_of(fs(h.pid(), "fs.stat", {{"path", d + "/x/link"}, {"follow", false}})).at("type"), json::value("symlink"));
+    ASSERT_TRUE(fs(h.pid(), "fs.chown", {{"path", d + "/x/y/file"}, {"uid", 1234}, {"gid", 5678}}).ok());
+    auto st = result_of(fs(h.pid(), "fs.stat", {{"path", d + "/x/y/file"}}));
+    EXPECT_EQ(st.at("uid"), json::value(1234));
+    EXPECT_EQ(st.at("gid"), json::value(5678));
+    ASSERT_TRUE(fs(h.pid(), "fs.rename", {{"from", d + "/x/y/file"}, {"to", d + "/x/moved"}}).ok());
+    EXPECT_EQ(fs(h.pid(), "fs.stat", {{"path", d + "/x/y/file"}}).value.at("error").at("errno_name"), json::value("ENOENT"));
+    // An atomic rewrite keeps the owner it found.
+    ASSERT_TRUE(fs(h.pid(), "fs.write", {{"path", d + "/x/moved"}, {"data_b64", b64("2")}}).ok());
+    EXPECT_EQ(result_of(fs(h.pid(), "fs.stat", {{"path", d + "/x/moved"}})).at("uid"), json::value(1234));
+    EXPECT_EQ(fs(h.pid(), "fs.remove", {{"path", d + "/x"}}).value.at("error").at("errno_name"), json::value("ENOTEMPTY"));
+    ASSERT_TRUE(fs(h.pid(), "fs.remove", {{"path", d + "/x"}, {"recursive", true}}).ok());
+    EXPECT_EQ(result_of(fs(h.pid(), "fs.list", {{"path", d}})).at("entries").as_array().size(), 1u); // the marker
+    // Recursive removal does not cross into another filesystem.
+    ASSERT_EQ(sh("nsenter -t " + std::to_string(h.pid()) + " -m sh -c 'mkdir -p " + d + "/m/inner && mount -t tmpfs z " + d +
+                 "/m/inner && touch " + d + "/m/inner/keep'"),
+              0);
+    auto cross = fs(h.pid(), "fs.remove", {{"path", d + "/m"}, {"recursive", true}});
+    EXPECT_EQ(cross.value.at("error").at("errno_name"), json::value("EXDEV")) << json::serialize(cross.value);
+    EXPECT_TRUE(result_of(fs(h.pid(), "fs.stat", {{"path", d + "/m/inner/keep"}})).contains("ino"));
+}
+
+TEST_F(FsOps, AThousandMixedRequestsLeaveNoFdAndNoThreadBehind)
+{
+    mount_holder h(false);
+    auto d = h.dir();
+    ASSERT_TRUE(fs(h.pid(), "fs.stat", {{"path", d}}).ok());
+    int fds = agent_->fd_count(), threads = agent_->thread_count();
+    for (int i = 0; i < 1000; ++i) {
+        switch (i % 8) {
+        case 0: EXPECT_TRUE(fs(h.pid(), "fs.write", {{"path", d + "/w"}, {"data_b64", b64(std::to_string(i))}}).ok()); break;
+        case 1: EXPECT_TRUE(fs(h.pid(), "fs.read", {{"path", d + "/w"}}).ok()); break;
+        case 2: EXPECT_EQ(fs(h.pid(), "fs.read", {{"path", d + "/missing"}}).error_code(), "os_error"); break;
+        case 3: EXPECT_TRUE(fs(h.pid(), "fs.list", {{"path", d}}).ok()); break;
+        case 4: EXPECT_TRUE(fs(h.pid(), "fs.mounts").ok()); break;
+        case 5: {
+            auto f = client_->call({{"op", "fs.open"}, {"ns", pid_ns("mnt", h.pid())}, {"args", {{"path", d + "/w"}}}}, {}, 10000);
+            EXPECT_TRUE(f && f->ok());
+            break;
+        }
+        case 6: EXPECT_EQ(fs(h.pid(), "fs.write", {{"path", d}, {"data_b64", b64("x")}}).error_code(), "bad_request"); break;
+        case 7: EXPECT_EQ(fs(h.pid(), "fs.mkdir", {{"path", d + "/w"}}).value.at("error").at("errno_name"), json::value("EEXIST")); break;
+        }
+    }
+    EXPECT_TRUE(wait_until([&] { return agent_->fd_count() == fds; })) << agent_->fd_count() << " vs " << fds;
+    EXPECT_TRUE(wait_until([&] { return agent_->thread_count() == threads; }));
 }
 
 } // namespace
