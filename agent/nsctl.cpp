@@ -6,9 +6,16 @@
 #include "nsagent/selector.hpp"
 
 #include <CLI/CLI.hpp>
+#include <boost/beast/core/detail/base64.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cctype>
 #include <cstdio>
 #include <map>
@@ -18,6 +25,7 @@
 #include <vector>
 
 namespace json = boost::json;
+namespace base64 = boost::beast::detail::base64;
 using namespace nsagent;
 
 namespace {
@@ -79,6 +87,14 @@ public:
     // Runs one op and returns its result, or exits the process with the right status.
     json::value call(std::string op, std::optional<selector> ns = {}, json::object args = {})
     {
+        auto f = exchange(op, ns, std::move(args));
+        if (!f.ok())
+            fail(f);
+        return f.value.at("result");
+    }
+
+    frame exchange(const std::string& op, const std::optional<selector>& ns, json::object args)
+    {
         if (!cl_) {
             auto c = client::connect(opt_.socket);
             if (!c) {
@@ -100,13 +116,30 @@ public:
                          f.error().message().c_str());
             std::exit(exit_unreachable);
         }
-        if (!f->ok()) {
-            if (opt_.json_out)
-                std::cout << json::serialize(f->value) << '\n';
-            std::fprintf(stderr, "nsctl: %s: %s\n", f->error_code().c_str(), f->error_message().c_str());
-            std::exit(exit_op_error);
-        }
-        return f->value.at("result");
+        return std::move(*f);
+    }
+
+    [[noreturn]] void fail(const frame& f)
+    {
+        if (opt_.json_out)
+            std::cout << json::serialize(f.value) << '\n';
+        std::fprintf(stderr, "nsctl: %s: %s\n", f.error_code().c_str(), f.error_message().c_str());
+        std::exit(exit_op_error);
+    }
+
+    // As call(), but returns the whole success frame with its fds.
+    frame call_with_fds(std::string op, std::optional<selector> ns = {}, json::object args = {})
+    {
+        auto f = exchange(op, ns, std::move(args));
+        if (!f.ok())
+            fail(f);
+        return f;
+    }
+
+    // As call(), but a failed op is returned, not fatal.
+    frame call_raw(std::string op, std::optional<selector> ns = {}, json::object args = {})
+    {
+        return exchange(op, ns, std::move(args));
     }
 
     bool raw(const json::value& result)
@@ -387,6 +420,234 @@ int cmd_net_probe(session& s, const selector& sel, const std::string& address, i
     return reachable ? exit_ok : exit_op_error;
 }
 
+// ---- fs ---------------------------------------------------------------------------------
+
+std::string b64_encode(std::string_view s)
+{
+    std::string out(base64::encoded_size(s.size()), '\0');
+    out.resize(base64::encode(out.data(), s.data(), s.size()));
+    return out;
+}
+
+std::string b64_decode(std::string_view s)
+{
+    std::string out(base64::decoded_size(s.size()) + 3, '\0');
+    out.resize(base64::decode(out.data(), s.data(), s.size()).first);
+    return out;
+}
+
+// "drwxr-xr-x" from the type and the octal mode.
+std::string mode_string(const std::string& type, const std::string& octal)
+{
+    unsigned m = static_cast<unsigned>(std::stoul(octal, nullptr, 8));
+    std::string s = type == "dir" ? "d" : type == "symlink" ? "l" : type == "fifo" ? "p" : type == "socket" ? "s" :
+                    type == "char" ? "c" : type == "block" ? "b" : "-";
+    const char* rwx = "rwxrwxrwx";
+    for (int i = 0; i < 9; ++i)
+        s += (m >> (8 - i) & 1) ? rwx[i] : '-';
+    if (m & 04000) s[3] = s[3] == 'x' ? 's' : 'S';
+    if (m & 02000) s[6] = s[6] == 'x' ? 's' : 'S';
+    if (m & 01000) s[9] = s[9] == 'x' ? 't' : 'T';
+    return s;
+}
+
+void cmd_fs_ls(session& s, const selector& sel, const std::string& path)
+{
+    std::vector<std::vector<std::string>> rows;
+    std::string cursor;
+    json::array all;
+    for (int page = 0; page < 100000; ++page) {
+        json::object args{{"path", path}, {"limit", 1000}};
+        if (!cursor.empty())
+            args["after"] = cursor;
+        auto r = s.call("fs.list", sel, std::move(args));
+        for (auto& e : r.as_object().at("entries").as_array())
+            all.push_back(e);
+        if (!r.as_object().contains("next"))
+            break;
+        cursor = text(r.as_object().at("next"));
+    }
+    if (s.raw(json::object{{"entries", all}}))
+        return;
+    std::string base = path == "/" ? "" : path;
+    for (auto& e : all) {
+        auto name = at(e.as_object(), "name");
+        auto st = s.call("fs.stat", sel, {{"path", base + "/" + name}, {"follow", false}}).as_object();
+        std::string mtime = at(st, "mtime").substr(0, 16);
+        mtime[10] = ' ';
+        std::string shown = name;
+        if (at(st, "type") == "symlink")
+            shown += " -> " + at(s.call("fs.readlink", sel, {{"path", base + "/" + name}}).as_object(), "target");
+        rows.push_back({mode_string(at(st, "type"), at(st, "mode")), at(st, "nlink"), at(st, "uid"), at(st, "gid"),
+                        at(st, "size"), mtime, shown});
+    }
+    print_table(rows);
+}
+
+void cmd_fs_stat(session& s, const selector& sel, const std::string& path)
+{
+    auto r = s.call("fs.stat", sel, {{"path", path}, {"follow", false}});
+    if (s.raw(r))
+        return;
+    auto& o = r.as_object();
+    std::cout << "  Path: " << path << "\n  Type: " << at(o, "type") << "  Mode: " << mode_string(at(o, "type"), at(o, "mode"))
+              << " (" << at(o, "mode") << ")\n  Size: " << at(o, "size") << "  Links: " << at(o, "nlink")
+              << "  Uid: " << at(o, "uid") << "  Gid: " << at(o, "gid") << "\n Inode: " << at(o, "ino")
+              << "  Device: " << at(o, "dev") << "  Mount root: " << (o.at("mount_root").as_bool() ? "yes" : "no")
+              << "\nModify: " << at(o, "mtime") << "\n";
+}
+
+void cmd_fs_cat(session& s, const selector& sel, const std::string& path)
+{
+    // Streamed in pieces under the agent's fs_max_read_bytes (1 MiB by default).
+    constexpr std::int64_t piece = 256 * 1024;
+    for (std::int64_t off = 0;; off += piece) {
+        auto r = s.call("fs.read", sel, {{"path", path}, {"offset", off}, {"length", piece}}).as_object();
+        auto data = b64_decode(r.at("data_b64").as_string());
+        std::cout.write(data.data(), static_cast<std::streamsize>(data.size()));
+        if (r.at("eof").as_bool() || data.empty())
+            break;
+    }
+    std::cout.flush();
+}
+
+void cmd_fs_mounts(session& s, const selector& sel)
+{
+    auto r = s.call("fs.mounts", sel);
+    if (s.raw(r))
+        return;
+    std::vector<std::vector<std::string>> rows{{"TARGET", "SOURCE", "FSTYPE", "OPTIONS", "PROPAGATION"}};
+    for (auto& m : r.as_array()) {
+        auto& o = m.as_object();
+        std::string source = at(o, "source");
+        if (at(o, "root") != "/")
+            source += "[" + at(o, "root") + "]";
+        rows.push_back({at(o, "mount_point"), source, at(o, "fstype"), at(o, "options"), at(o, "propagation")});
+    }
+    print_table(rows);
+}
+
+std::string human(double bytes)
+{
+    const char* units[] = {"B", "K", "M", "G", "T", "P"};
+    int u = 0;
+    while (bytes >= 1024 && u < 5) {
+        bytes /= 1024;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.1f%s" : "%.0f%s", bytes, units[u]);
+    return buf;
+}
+
+void cmd_fs_df(session& s, const selector& sel, const std::string& path)
+{
+    auto r = s.call("fs.statvfs", sel, {{"path", path}});
+    if (s.raw(r))
+        return;
+    auto& o = r.as_object();
+    auto num = [&](const char* k) { return std::stod(at(o, k)); };
+    double bs = num("block_size"), size = num("blocks") * bs, avail = num("blocks_avail") * bs,
+           used = (num("blocks") - num("blocks_free")) * bs;
+    int pct = size > 0 ? static_cast<int>((used * 100 + size - 1) / size) : 0;
+    print_table({{"Type", "Size", "Used", "Avail", "Use%", "Path"},
+                 {at(o, "fstype"), human(size), human(used), human(avail), std::to_string(pct) + "%", path}});
+}
+
+// Copies between a local fd and an fd from fs.open, with progress on a terminal.
+bool copy_fd(int from, int to, std::uint64_t total, const char* verb)
+{
+    std::vector<char> buf(1 << 20);
+    std::uint64_t done = 0;
+    bool tty = ::isatty(2);
+    for (;;) {
+        ssize_t n = ::read(from, buf.data(), buf.size());
+        if (n < 0)
+            return false;
+        if (n == 0)
+            break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = ::write(to, buf.data() + off, static_cast<size_t>(n - off));
+            if (w <= 0)
+                return false;
+            off += w;
+        }
+        done += static_cast<std::uint64_t>(n);
+        if (tty && total > (4u << 20))
+            std::fprintf(stderr, "\r%s %s / %s", verb, human(static_cast<double>(done)).c_str(),
+                         human(static_cast<double>(total)).c_str());
+    }
+    if (tty && total > (4u << 20))
+        std::fprintf(stderr, "\n");
+    return true;
+}
+
+int cmd_fs_get(session& s, const selector& sel, const std::string& path, const std::string& local)
+{
+    frame f = s.call_with_fds("fs.open", sel, {{"path", path}, {"flags", "r"}});
+    unique_fd out(::open(local.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!out) {
+        std::fprintf(stderr, "nsctl: %s: %s\n", local.c_str(), std::strerror(errno));
+        return exit_op_error;
+    }
+    auto size = std::stoull(at(f.value.at("result").as_object(), "size"));
+    if (!copy_fd(f.fds.at(0).get(), out.get(), size, "get")) {
+        std::fprintf(stderr, "nsctl: copy to %s: %s\n", local.c_str(), std::strerror(errno));
+        return exit_op_error;
+    }
+    return exit_ok;
+}
+
+int cmd_fs_put(session& s, const selector& sel, const std::string& local, const std::string& path)
+{
+    unique_fd in(::open(local.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!in || ::fstat(in.get(), &st) < 0) {
+        std::fprintf(stderr, "nsctl: %s: %s\n", local.c_str(), std::strerror(errno));
+        return exit_op_error;
+    }
+    constexpr off_t small = 512 * 1024;
+    if (st.st_size <= small) {
+        // Small: one atomic fs.write, which itself falls back to in place on a mount point.
+        std::string data(static_cast<std::size_t>(st.st_size), '\0');
+        if (::read(in.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
+            std::fprintf(stderr, "nsctl: read %s: %s\n", local.c_str(), std::strerror(errno));
+            return exit_op_error;
+        }
+        auto r = s.call("fs.write", sel, {{"path", path}, {"data_b64", b64_encode(data)}}).as_object();
+        if (!r.at("atomic").as_bool())
+            std::fprintf(stderr, "nsctl: %s is a mount point (a bind-mounted file): written in place, not atomically\n",
+                         path.c_str());
+        return exit_ok;
+    }
+    // Large: stream into a temporary file through fs.open, then rename it over the target, so a
+    // reader sees the old file or the new one, never a half-written one.
+    std::string target = path;
+    bool in_place = false;
+    {
+        json::object args{{"path", path}};
+        auto probe = s.call_raw("fs.stat", sel, args);
+        if (probe.ok() && probe.value.at("result").at("mount_root").as_bool())
+            in_place = true;
+    }
+    auto slash = path.find_last_of('/');
+    if (!in_place)
+        target = path.substr(0, slash + 1) + ".nsagent-tmp-nsctl-" + std::to_string(::getpid());
+    frame f = s.call_with_fds("fs.open", sel, {{"path", target}, {"flags", "w"}, {"create", true}});
+    if (!copy_fd(in.get(), f.fds.at(0).get(), static_cast<std::uint64_t>(st.st_size), "put") || ::fsync(f.fds[0].get()) < 0) {
+        std::fprintf(stderr, "nsctl: copy into %s: %s\n", target.c_str(), std::strerror(errno));
+        if (!in_place)
+            s.call_raw("fs.remove", sel, {{"path", target}});
+        return exit_op_error;
+    }
+    if (in_place) {
+        std::fprintf(stderr, "nsctl: %s is a mount point (a bind-mounted file): written in place, not atomically\n", path.c_str());
+        return exit_ok;
+    }
+    s.call("fs.rename", sel, {{"from", target}, {"to", path}});
+    return exit_ok;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -462,6 +723,35 @@ int main(int argc, char** argv)
     net_sockets->add_option("--proto", sock_proto, "tcp or udp")->check(CLI::IsMember({"tcp", "udp"}));
     net_sockets->add_option("--state", sock_state, "listen, established or all")
         ->check(CLI::IsMember({"listen", "established", "all"}));
+    auto* fs = app.add_subcommand("fs", "Files of a mount namespace (NS: pid:PID or a path such as /proc/PID/ns/mnt)");
+    fs->require_subcommand(1);
+    std::string fs_path, fs_local;
+    bool recursive = false, parents = false;
+    auto fs_sub = [&](const char* name, const char* help) {
+        auto* c = fs->add_subcommand(name, help);
+        c->add_option("NS", ns_text, "The mount namespace")->required();
+        return c;
+    };
+    auto* fs_ls = fs_sub("ls", "List a directory, like ls -l");
+    auto* fs_stat = fs_sub("stat", "File status, like stat");
+    auto* fs_cat = fs_sub("cat", "Print a file");
+    auto* fs_df = fs_sub("df", "Space of the filesystem holding PATH, like df -h");
+    for (auto* c : {fs_ls, fs_stat, fs_cat, fs_df})
+        c->add_option("PATH", fs_path, "Absolute path inside the namespace")->required();
+    auto* fs_mounts = fs_sub("mounts", "The namespace's mount table, like findmnt --list");
+    auto* fs_get = fs_sub("get", "Copy PATH out of the namespace into LOCAL_FILE");
+    fs_get->add_option("PATH", fs_path, "Absolute path inside the namespace")->required();
+    fs_get->add_option("LOCAL_FILE", fs_local, "Where to write it here")->required();
+    auto* fs_put = fs_sub("put", "Copy LOCAL_FILE to PATH, atomically (in place, and said so, for a bind-mounted file)");
+    fs_put->add_option("LOCAL_FILE", fs_local, "The file to send")->required();
+    fs_put->add_option("PATH", fs_path, "Absolute path inside the namespace")->required();
+    auto* fs_rm = fs_sub("rm", "Remove a file or an empty directory (-r: a whole tree, on one filesystem)");
+    fs_rm->add_option("PATH", fs_path, "Absolute path inside the namespace")->required();
+    fs_rm->add_flag("-r,--recursive", recursive, "Remove a directory and everything below it");
+    auto* fs_mkdir = fs_sub("mkdir", "Make a directory");
+    fs_mkdir->add_option("PATH", fs_path, "Absolute path inside the namespace")->required();
+    fs_mkdir->add_flag("-p,--parents", parents, "Make parents as needed; no error if it exists");
+
     forward_options fwd;
     auto* net_forward = net->add_subcommand(
         "forward", "Forward local TCP connections into the namespace (like kubectl port-forward); Ctrl-C stops");
@@ -501,7 +791,33 @@ int main(int argc, char** argv)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
-        else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route ||
+        else if (*fs) {
+            o.type = o.type.empty() ? "mnt" : o.type; // fs commands mean mount namespaces
+            if (o.type != "mnt")
+                throw usage_error{"fs commands work on mount namespaces (--type mnt)"};
+            if (ns_text.rfind("pid:", 0) != 0 && ns_text.find('/') == std::string::npos)
+                throw usage_error{"\"" + ns_text + "\": name a mount namespace as pid:PID or by the path of its ns file "
+                                  "(/proc/PID/ns/mnt); a bare NAME means /run/netns/NAME, network only"};
+            auto sel = ns_arg(ns_text, o);
+            if (*fs_ls)
+                cmd_fs_ls(s, sel, fs_path);
+            else if (*fs_stat)
+                cmd_fs_stat(s, sel, fs_path);
+            else if (*fs_cat)
+                cmd_fs_cat(s, sel, fs_path);
+            else if (*fs_df)
+                cmd_fs_df(s, sel, fs_path);
+            else if (*fs_mounts)
+                cmd_fs_mounts(s, sel);
+            else if (*fs_get)
+                return cmd_fs_get(s, sel, fs_path, fs_local);
+            else if (*fs_put)
+                return cmd_fs_put(s, sel, fs_local, fs_path);
+            else if (*fs_rm)
+                print_change(s, s.call("fs.remove", sel, {{"path", fs_path}, {"recursive", recursive}}));
+            else if (*fs_mkdir)
+                print_change(s, s.call("fs.mkdir", sel, {{"path", fs_path}, {"parents", parents}}));
+        } else if (*net_links || *net_addrs || *net_routes || *net_sysctl || *net_set || *net_addr || *net_route ||
                  *net_probe || *net_sockets || *net_forward) {
             o.type = "net"; // net commands mean network namespaces
             auto sel = ns_arg(ns_text, o);

@@ -268,3 +268,33 @@ TEST_F(Nsctl, ForwardMovesMegabytesBothWaysIntactOverSeveralConnections)
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Nsctl, FsPutGetCatAndLsWorkOnAMountNamespace)
+{
+    mount_holder h(true);
+    agent_process a;
+    auto ns = "pid:" + std::to_string(h.pid());
+    std::string local = "/tmp/" + unique_name("put");
+    // Big enough to take the fs.open + rename path, not fs.write.
+    ASSERT_EQ(sh("head -c 3000000 /dev/urandom > " + local), 0);
+    auto put = nsctl(a.socket(), "fs put " + ns + " " + local + " " + h.dir() + "/big");
+    ASSERT_EQ(put.rc, 0) << put.out;
+    auto get = nsctl(a.socket(), "fs get " + ns + " " + h.dir() + "/big " + local + ".back");
+    ASSERT_EQ(get.rc, 0) << get.out;
+    EXPECT_EQ(sh("cmp -s " + local + " " + local + ".back"), 0) << "the bytes came back intact";
+    auto cat = nsctl(a.socket(), "fs cat " + ns + " " + h.marker());
+    EXPECT_EQ(cat.rc, 0);
+    EXPECT_EQ(cat.out, "hi\n");
+    auto ls = nsctl(a.socket(), "fs ls " + ns + " " + h.dir());
+    EXPECT_NE(ls.out.find("big"), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find("-rw-r--r--"), std::string::npos) << ls.out;
+    EXPECT_EQ(ls.out.find(".nsagent-tmp"), std::string::npos) << "no temporary left: " << ls.out;
+    auto bad = nsctl(a.socket(), "fs ls blue /");
+    EXPECT_EQ(bad.rc, 2);
+    EXPECT_NE(bad.out.find("pid:PID"), std::string::npos) << bad.out;
+    sh("rm -f " + local + " " + local + ".back");
+}
+
+} // namespace
