@@ -27,6 +27,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,29 @@ boost::system::result<struct statx, op_error> statx_fd(int fd, const std::string
 
 // ---- ops ------------------------------------------------------------------------------
 
+// The ids a host uid/gid has inside the user namespace of process `pid`, from its uid_map or
+// gid_map; 65534 (the overflow id) when unmapped. Read through the host procfs: the worker's
+// procfs fd is /proc/<agent>/task/<tid> of the host's procfs, and ../../.. from it is that
+// procfs's root, whatever /proc is inside the container.
+std::optional<std::uint32_t> id_in_ns(int procfs_dir, int pid, const char* map, std::uint32_t host_id)
+{
+    std::string rel = "../../../" + std::to_string(pid) + "/" + map;
+    unique_fd fd(::openat(procfs_dir, rel.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        return std::nullopt;
+    char buf[4096];
+    ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+    if (n <= 0)
+        return std::nullopt;
+    buf[n] = '\0';
+    std::istringstream in(buf);
+    std::uint64_t inside, outside, count;
+    while (in >> inside >> outside >> count)
+        if (host_id >= outside && host_id < outside + count)
+            return static_cast<std::uint32_t>(inside + (host_id - outside));
+    return 65534;
+}
+
 op_result stat_op(op_context& c)
 {
     auto path = path_arg(c);
@@ -188,7 +212,15 @@ op_result stat_op(op_context& c)
     auto sx = statx_fd(fd->get(), *path);
     if (!sx)
         return sx.error();
-    return stat_json(*sx);
+    auto out = stat_json(*sx);
+    // For a pid: target, also the ids as that process sees them (user namespaces).
+    if (c.req.ns && c.req.ns->by == selector::form::pid) {
+        if (auto u = id_in_ns(c.worker->procfs_dir, c.req.ns->number, "uid_map", sx->stx_uid))
+            out["uid_in_ns"] = *u;
+        if (auto g = id_in_ns(c.worker->procfs_dir, c.req.ns->number, "gid_map", sx->stx_gid))
+            out["gid_in_ns"] = *g;
+    }
+    return out;
 }
 
 op_result readlink_op(op_context& c)

@@ -380,3 +380,44 @@ TEST_F(FsOps, AThousandMixedRequestsLeaveNoFdAndNoThreadBehind)
 }
 
 } // namespace
+
+namespace {
+
+// A process in its own user namespace (root stays root, so that mount(8) runs; host ids 100001..
+// are 1.. inside): fs.stat through a pid: selector gives the ids as that process sees them too.
+TEST_F(FsOps, StatThroughAPidInAUserNamespaceGivesTheIdsSeenInside)
+{
+    std::string dir = "/tmp/" + unique_name("userns");
+    std::string fifo = dir + ".go", pidfile = dir + ".pid";
+    ::mkdir(dir.c_str(), 0755);
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    // The maps are written from outside (root may map any range), then the inside goes on.
+    holder h("unshare -U -m --propagation private sh -c 'read x < " + fifo + " && mount -t tmpfs u " + dir +
+             " && touch " + dir + "/f && chown 1000:1001 " + dir + "/f && echo ready && exec sleep 600' & P=$!;"
+             " while [ \"$(readlink /proc/$P/ns/user)\" = \"$(readlink /proc/self/ns/user)\" ]; do :; done;"
+             " printf '0 0 1\\n1 100001 65535\\n' > /proc/$P/uid_map && printf '0 0 1\\n1 100001 65535\\n' > /proc/$P/gid_map &&"
+             " echo $P > " + pidfile + " && echo go > " + fifo + " && wait");
+    pid_t inner = std::stoi(slurp(pidfile));
+    auto st = result_of(fs(inner, "fs.stat", {{"path", dir + "/f"}}));
+    EXPECT_EQ(st.at("uid"), json::value(101000));
+    EXPECT_EQ(st.at("gid"), json::value(101001));
+    EXPECT_EQ(st.at("uid_in_ns"), json::value(1000));
+    EXPECT_EQ(st.at("gid_in_ns"), json::value(1001));
+    h.kill_now();
+    ::rmdir(dir.c_str());
+    ::unlink(fifo.c_str());
+    ::unlink(pidfile.c_str());
+}
+
+TEST_F(FsOps, WritingToAReadOnlyMountIsErofs)
+{
+    mount_holder h(false);
+    ASSERT_EQ(sh("nsenter -t " + std::to_string(h.pid()) + " -m sh -c 'mkdir " + h.dir() + "/ro && mount -t tmpfs -o ro r " +
+                 h.dir() + "/ro'"),
+              0);
+    auto w = fs(h.pid(), "fs.write", {{"path", h.dir() + "/ro/f"}, {"data_b64", b64("x")}});
+    EXPECT_EQ(w.value.at("error").at("errno_name"), json::value("EROFS")) << json::serialize(w.value);
+    EXPECT_EQ(fs(h.pid(), "fs.mkdir", {{"path", h.dir() + "/ro/d"}}).value.at("error").at("errno_name"), json::value("EROFS"));
+}
+
+} // namespace
