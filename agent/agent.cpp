@@ -155,12 +155,14 @@ asio::awaitable<void> agent::accept_loop()
 asio::awaitable<void> agent::sweep_loop()
 {
     asio::steady_timer t(io_);
-    auto period = std::chrono::milliseconds(std::min<std::uint64_t>(1000, cfg_.idle_timeout_s * 1000 / 4 + 1));
+    // Anchors are re-checked every 250 ms, so that a removed namespace is let go well within a
+    // second; idle retirement rides along.
     while (!draining_) {
-        t.expires_after(period);
+        t.expires_after(std::chrono::milliseconds(250));
         auto [ec] = co_await t.async_wait(use_nothrow_awaitable);
         if (ec || draining_)
             break;
+        pool_.check_path_anchors();
         pool_.sweep_idle(clock::now());
     }
 }
@@ -197,7 +199,13 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
                                                to_string(h->id)));
         r->ns = h->id;
         if (spec->site == op_site::worker) {
-            const void* anchor = r->req.ns->by == selector::form::fd ? c.get() : nullptr;
+            worker_pool::anchor anchor;
+            switch (r->req.ns->by) {
+            case selector::form::fd: anchor.connection = c.get(); break;
+            case selector::form::pid: anchor.pid = r->req.ns->number; break;
+            case selector::form::name: anchor.path = "/run/netns/" + r->req.ns->text; break;
+            case selector::form::path: anchor.path = r->req.ns->text; break;
+            }
             if (auto err = pool_.submit(*h, r, anchor))
                 finish(r, *err);
             return;

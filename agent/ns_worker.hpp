@@ -10,6 +10,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,11 +69,14 @@ public:
 
     // I/O thread bookkeeping, owned by the pool.
     std::size_t active = 0;          // submitted and not yet left the worker
-    // How the worker has been reached. A worker reached only through fds passed on some
-    // connections is anchored to them, and retires when the last one closes; a name, path or
-    // pid selector makes it a plain worker (idle retirement, LRU, release).
+    // Anchors: what the worker has been reached through, and so what keeps it wanted. When the
+    // last one is gone (the connection that passed the fd closed, the process exited, the name
+    // was removed or now names another namespace), the worker retires and the agent stops
+    // pinning a dead container's namespace. I/O thread only.
     std::set<const void*> fd_anchors;
-    bool reached_by_name = false;
+    std::set<std::string> path_anchors;
+    std::map<int, std::unique_ptr<boost::asio::posix::stream_descriptor>> pid_anchors; // pid -> its pidfd
+    bool anchored() const noexcept { return !fd_anchors.empty() || !path_anchors.empty() || !pid_anchors.empty(); }
     clock::time_point last_used = clock::now();
     void mark_ready() noexcept { state_ = state::ready; }
 

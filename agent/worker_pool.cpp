@@ -55,7 +55,7 @@ bool worker_pool::make_room()
     return true;
 }
 
-std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r, const void* fd_anchor)
+std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r, const anchor& a)
 {
     worker_ptr w;
     if (auto* found = find(h.id)) {
@@ -70,10 +70,7 @@ std::optional<op_error> worker_pool::submit(ns_handle& h, const request_ptr& r, 
             return err;
     }
     r->worker = w;
-    if (fd_anchor)
-        w->fd_anchors.insert(fd_anchor);
-    else
-        w->reached_by_name = true;
+    add_anchor(w, a, std::move(h.pidfd));
     if (!w->submit(r))
         return agent_failure(errc::busy, "the worker's queue is full (queue_depth " +
                                              std::to_string(cfg_.queue_depth) + ")");
@@ -88,6 +85,7 @@ void worker_pool::retire(worker_ptr w, const char* reason)
     live_.erase(w->id());
     retiring_.insert(w);
     ++retired_[reason];
+    forget_anchors(w);
     w->retire();
     log_event(log_level::info, "worker_retire", worker_fields(*w) + kv("reason", reason));
 }
@@ -101,14 +99,68 @@ bool worker_pool::release(const ns_id& id)
     return true;
 }
 
+void worker_pool::add_anchor(const worker_ptr& w, const anchor& a, unique_fd pidfd)
+{
+    if (a.connection)
+        w->fd_anchors.insert(a.connection);
+    if (!a.path.empty())
+        w->path_anchors.insert(a.path);
+    if (a.pid && pidfd && !w->pid_anchors.contains(a.pid)) {
+        // A pidfd turns readable when its process exits: one poll on the I/O loop, no thread.
+        auto sd = std::make_unique<boost::asio::posix::stream_descriptor>(home_, pidfd.release());
+        std::weak_ptr<ns_worker> weak = w;
+        int pid = a.pid;
+        sd->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this, weak, pid](boost::system::error_code ec) {
+            auto w = weak.lock();
+            if (ec || !w)
+                return;
+            w->pid_anchors.erase(pid);
+            log_event(log_level::debug, "anchor_gone", worker_fields(*w) + kv("pid", pid));
+            release_if_unanchored(w);
+        });
+        w->pid_anchors.emplace(pid, std::move(sd));
+    }
+}
+
+void worker_pool::release_if_unanchored(const worker_ptr& w)
+{
+    auto it = live_.find(w->id());
+    if (it != live_.end() && it->second == w && !w->anchored())
+        retire(w, "anchor_gone");
+}
+
+void worker_pool::forget_anchors(const worker_ptr& w)
+{
+    w->pid_anchors.clear();
+}
+
 void worker_pool::drop_anchor(const void* conn)
 {
-    std::vector<worker_ptr> gone;
+    std::vector<worker_ptr> touched;
     for (auto& [id, w] : live_)
-        if (w->fd_anchors.erase(conn) && w->fd_anchors.empty() && !w->reached_by_name)
-            gone.push_back(w);
-    for (auto& w : gone)
-        retire(w, "anchor_gone");
+        if (w->fd_anchors.erase(conn))
+            touched.push_back(w);
+    for (auto& w : touched)
+        release_if_unanchored(w);
+}
+
+void worker_pool::check_path_anchors()
+{
+    std::vector<worker_ptr> touched;
+    for (auto& [id, w] : live_) {
+        for (auto it = w->path_anchors.begin(); it != w->path_anchors.end();) {
+            auto now = identify_path(*it, id.type);
+            if (now && *now == id) {
+                ++it;
+                continue;
+            }
+            log_event(log_level::debug, "anchor_gone", worker_fields(*w) + kv("path", *it));
+            it = w->path_anchors.erase(it);
+            touched.push_back(w);
+        }
+    }
+    for (auto& w : touched)
+        release_if_unanchored(w);
 }
 
 void worker_pool::sweep_idle(clock::time_point now)
@@ -146,13 +198,19 @@ void worker_pool::resubmit(const worker_ptr& old, std::vector<request_ptr> reqs,
         if (!h.fd && !find(h.id))
             err = os_failure(errno, std::string("dup namespace fd after ") + why);
         else
-            err = submit(h, r, old->reached_by_name || old->fd_anchors.empty() ? nullptr : *old->fd_anchors.begin());
+            err = submit(h, r);
         if (err)
             fail_(r, *err);
     }
     // The fresh worker keeps the old one's anchors: it serves the same clients.
-    if (auto* fresh = find(old->id()))
-        (*fresh)->fd_anchors.insert(old->fd_anchors.begin(), old->fd_anchors.end());
+    if (auto* fresh = find(old->id())) {
+        for (auto* conn : old->fd_anchors)
+            add_anchor(*fresh, {conn, {}, 0}, {});
+        for (auto& path : old->path_anchors)
+            add_anchor(*fresh, {nullptr, path, 0}, {});
+        for (auto& [pid, sd] : old->pid_anchors)
+            add_anchor(*fresh, {nullptr, {}, pid}, unique_fd(::fcntl(sd->native_handle(), F_DUPFD_CLOEXEC, 3)));
+    }
 }
 
 void worker_pool::mark_wedged(const worker_ptr& w)
@@ -168,6 +226,7 @@ void worker_pool::mark_wedged(const worker_ptr& w)
     auto queued = w->wedge();
     log_event(log_level::warning, "worker_wedged", worker_fields(*w) + kv("requeued", static_cast<long long>(queued.size())));
     resubmit(w, std::move(queued), "wedge");
+    forget_anchors(w);
 }
 
 void worker_pool::on_started(const worker_ptr& w, const std::optional<op_error>& failure)
@@ -185,6 +244,7 @@ void worker_pool::on_started(const worker_ptr& w, const std::optional<op_error>&
         live_.erase(it);
     retiring_.erase(w);
     ++retired_["start_failed"];
+    forget_anchors(w);
     w->join();
     log_event(log_level::warning, "worker_start_failed", worker_fields(*w) + kv("error", failure->message));
     for (auto& r : w->take_queue())
@@ -220,6 +280,7 @@ void worker_pool::on_misplaced(const worker_ptr& w)
     auto queued = w->take_queue();
     w->retire();
     resubmit(w, std::move(queued), "misplaced worker");
+    forget_anchors(w);
 }
 
 } // namespace nsagent

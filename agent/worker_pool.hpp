@@ -20,6 +20,13 @@
 
 namespace nsagent {
 
+// How a request reached its namespace (see ns_worker's anchors).
+struct worker_anchor {
+    const void* connection = nullptr; // {"fd"}: the connection that passed the fd
+    std::string path;                 // name and path selectors: the file that names it
+    int pid = 0;                      // pid selectors; the pidfd comes in the handle
+};
+
 class worker_pool {
 public:
     using clock = std::chrono::steady_clock;
@@ -36,10 +43,12 @@ public:
     // Queues `r` on the worker of h.id, starting one (with h.fd) when there is none.
     // Errors: busy (a full queue, or max_workers reached with no idle worker to retire),
     // os_error (the thread could not be created).
-    // `fd_anchor` is the connection that passed the namespace fd, for {"fd"} selectors.
-    std::optional<op_error> submit(ns_handle& h, const request_ptr& r, const void* fd_anchor = nullptr);
+    using anchor = worker_anchor;
+    std::optional<op_error> submit(ns_handle& h, const request_ptr& r, const anchor& a = {});
     // A connection closed: workers anchored only to it retire ("anchor_gone").
     void drop_anchor(const void* conn);
+    // Re-checks every path anchor (a name removed, or pointing elsewhere now).
+    void check_path_anchors();
 
     // Retires the worker of `id`, if any; its queued requests still run.
     bool release(const ns_id& id);
@@ -74,6 +83,11 @@ private:
     worker_ptr start_worker(ns_id id, unique_fd fd, std::optional<op_error>& err);
     bool make_room();
     void retire(worker_ptr w, const char* reason);
+    void add_anchor(const worker_ptr& w, const anchor& a, unique_fd pidfd);
+    void release_if_unanchored(const worker_ptr& w);
+    // Drops anchors of a worker leaving the live set, on this thread: pidfd watchers belong to
+    // the I/O loop and must not be destroyed on a worker thread.
+    static void forget_anchors(const worker_ptr& w);
     void resubmit(const worker_ptr& old, std::vector<request_ptr> reqs, const char* why);
 
     boost::asio::io_context& home_;
