@@ -247,6 +247,7 @@ void agent::finish(const request_ptr& r, const op_result& res, std::vector<uniqu
 void agent::send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)
 {
     std::string frame;
+    ++by_op_code_[{r->req.op, res ? std::string("ok") : std::string(to_string(wire_code(res.error().code)))}];
     if (res) {
         ++replies_["ok"];
         frame = ok_frame(r->req.id, *res, fds.size());
@@ -375,6 +376,12 @@ json::object agent::stats() const
         wo["errors"] = w->errors();
         wo["idle_ms"] = w->active ? 0 : std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_used).count();
         wo["state"] = to_string(w->current());
+        wo["max_queue_depth"] = w->max_queued();
+        wo["age_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - w->started_at()).count();
+        auto qw = w->queue_wait.read(), ex = w->exec_time.read();
+        // Upper bounds of the histogram buckets holding p50 and p99, in milliseconds.
+        wo["queue_wait_ms"] = json::object{{"p50", qw.quantile(0.5) * 1e3}, {"p99", qw.quantile(0.99) * 1e3}};
+        wo["exec_ms"] = json::object{{"p50", ex.quantile(0.5) * 1e3}, {"p99", ex.quantile(0.99) * 1e3}};
         workers.push_back(std::move(wo));
     }
     o["workers"] = std::move(workers);

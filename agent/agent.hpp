@@ -62,6 +62,8 @@ public:
     boost::asio::io_context& io() noexcept { return io_; }
 
     boost::json::object stats() const;
+    // The same data in the Prometheus text exposition format (version 0.0.4).
+    std::string metrics_text() const;
     const op_registry& ops() const noexcept { return ops_; }
     const config& cfg() const noexcept { return cfg_; }
     worker_pool& pool() noexcept { return pool_; }
@@ -90,6 +92,7 @@ private:
     std::uint64_t accepted_ = 0;
     std::uint64_t requests_ = 0;
     std::map<std::string, std::uint64_t> replies_; // final frames by code ("ok" for success)
+    std::map<std::pair<std::string, std::string>, std::uint64_t> by_op_code_; // (op, code) -> final frames
 };
 
 // The agent's thread count from /proc/self/status, or -1.

@@ -32,6 +32,11 @@ op_result stats(op_context& c)
     return c.host->stats();
 }
 
+op_result metrics(op_context& c)
+{
+    return json::object{{"content_type", "text/plain; version=0.0.4"}, {"text", c.host->metrics_text()}};
+}
+
 op_result cancel(op_context& c)
 {
     auto* id = c.req.args.if_contains("id");
@@ -49,6 +54,7 @@ void register_agent_ops(op_registry& r)
     r.add({"agent.hello", op_class::read, op_site::loop, ns_need::none, {}, &hello});
     r.add({"agent.ping", op_class::read, op_site::loop, ns_need::none, {}, &ping});
     r.add({"agent.stats", op_class::read, op_site::loop, ns_need::none, {}, &stats});
+    r.add({"agent.metrics", op_class::read, op_site::loop, ns_need::none, {}, &metrics});
     r.add({"agent.cancel", op_class::read, op_site::loop, ns_need::none, {}, &cancel});
 }
 

@@ -121,7 +121,10 @@ bool ns_worker::submit(request_ptr r)
     std::lock_guard lk(mu_);
     if (queue_.size() >= queue_depth_)
         return false;
+    r->enqueued_at = clock::now();
     queue_.push_back(std::move(r));
+    if (queue_.size() > max_queued_.load(std::memory_order_relaxed))
+        max_queued_.store(queue_.size(), std::memory_order_relaxed);
     // One wake-up drains everything queued by then: a burst costs one wake, not one per request.
     if (!wake_posted_) {
         wake_posted_ = true;
@@ -199,7 +202,9 @@ void ns_worker::drain()
             return;
         }
         // A request whose deadline passed while queued never runs; its timer answers it.
-        if (clock::now() < r->deadline && r->try_start()) {
+        auto began = clock::now();
+        if (began < r->deadline && r->try_start()) {
+            queue_wait.record(began - r->enqueued_at);
             op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
             try {
                 r->result = r->spec->fn(ctx);
@@ -209,6 +214,7 @@ void ns_worker::drain()
                 r->result = agent_failure(errc::internal, "unknown exception");
             }
             r->reply_fds = std::move(ctx.reply_fds);
+            exec_time.record(clock::now() - began);
             r->op_returned.store(true, std::memory_order_release);
             ops_.fetch_add(1, std::memory_order_relaxed);
             if (!*r->result)

@@ -2,6 +2,7 @@
 // every op for that namespace. The seed's "single owner" for a thread-affine resource.
 #pragma once
 
+#include "latency_histogram.hpp"
 #include "ns_id.hpp"
 #include "op_registry.hpp"
 #include "pending_request.hpp"
@@ -66,6 +67,10 @@ public:
     std::size_t queued() const;
     std::uint64_t ops() const noexcept { return ops_.load(std::memory_order_relaxed); }
     std::uint64_t errors() const noexcept { return errors_.load(std::memory_order_relaxed); }
+    std::size_t max_queued() const noexcept { return max_queued_.load(std::memory_order_relaxed); }
+    clock::time_point started_at() const noexcept { return started_at_; }
+    // Time from queue to start, and time in the op, for every request the worker ran.
+    latency_histogram queue_wait, exec_time;
 
     // I/O thread bookkeeping, owned by the pool.
     std::size_t active = 0;          // submitted and not yet left the worker
@@ -104,6 +109,8 @@ private:
     std::atomic<state> state_{state::starting};
     std::atomic<pid_t> tid_{0};
     std::atomic<std::uint64_t> ops_{0}, errors_{0};
+    std::atomic<std::size_t> max_queued_{0};
+    const clock::time_point started_at_ = clock::now();
     std::atomic<bool> abandoned_{false}; // wedged: stop after the running op
     unique_fd procfs_;                  // worker thread only
     worker_env env_;                    // worker thread only

@@ -61,6 +61,7 @@ public:
     const op_spec* const spec;
     std::vector<unique_fd> fds;
     const clock::time_point deadline;
+    clock::time_point enqueued_at{}; // set when it reaches a worker's queue
 
     // Set by the I/O thread before the request reaches a worker.
     std::weak_ptr<connection> conn;
