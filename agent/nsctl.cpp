@@ -205,14 +205,31 @@ void cmd_stats(session& s)
     if (ws.empty())
         return;
     std::cout << '\n';
-    std::vector<std::vector<std::string>> rows{{"NS", "TID", "STATE", "QUEUE", "OPS", "ERRORS", "IDLE"}};
+    std::vector<std::vector<std::string>> rows{
+        {"NS", "TID", "STATE", "QUEUE", "MAXQ", "OPS", "ERRORS", "WAIT p50/p99", "EXEC p50/p99", "IDLE"}};
+    auto ms = [](const json::value& v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", v.to_number<double>());
+        return std::string(buf);
+    };
     for (auto& w : ws) {
         auto& wo = w.as_object();
         auto& ns = wo.at("ns").as_object();
+        auto& qw = wo.at("queue_wait_ms").as_object();
+        auto& ex = wo.at("exec_ms").as_object();
         rows.push_back({at(ns, "type") + ":[" + at(ns, "ino") + "]", at(wo, "tid"), at(wo, "state"),
-                        at(wo, "queue_depth"), at(wo, "ops"), at(wo, "errors"), at(wo, "idle_ms") + "ms"});
+                        at(wo, "queue_depth"), at(wo, "max_queue_depth"), at(wo, "ops"), at(wo, "errors"),
+                        "<=" + ms(qw.at("p50")) + "/" + ms(qw.at("p99")) + "ms",
+                        "<=" + ms(ex.at("p50")) + "/" + ms(ex.at("p99")) + "ms", at(wo, "idle_ms") + "ms"});
     }
     print_table(rows);
+}
+
+void cmd_metrics(session& s)
+{
+    auto r = s.call("agent.metrics");
+    if (!s.raw(r))
+        std::cout << text(r.as_object().at("text"));
 }
 
 void cmd_ls(session& s)
@@ -673,6 +690,7 @@ int main(int argc, char** argv)
     auto* hello = app.add_subcommand("hello", "Protocol version, agent version and the op catalogue");
     auto* ping = app.add_subcommand("ping", "Check that the agent answers");
     auto* stats = app.add_subcommand("stats", "Threads, workers and counters (agent.stats)");
+    auto* metrics = app.add_subcommand("metrics", "All counters in the Prometheus text format (agent.metrics)");
     auto* ls = app.add_subcommand("ls", "Namespaces on the host, lsns-style, and which have a worker");
     auto* ns = app.add_subcommand("ns", "Per-namespace commands");
     ns->require_subcommand(1);
@@ -787,6 +805,8 @@ int main(int argc, char** argv)
             cmd_stats(s);
         else if (*ls)
             cmd_ls(s);
+        else if (*metrics)
+            cmd_metrics(s);
         else if (*ns_ping)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
