@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <fstream>
 #include <map>
 #include <tuple>
 
@@ -92,12 +93,31 @@ op_result list(op_context& c)
         json::array names;
         for (auto& n : e.names)
             names.push_back(json::string(n));
-        out.push_back(json::object{{"type", to_string(id.type)},
-                                   {"ino", u64_to_json(id.ino)},
-                                   {"dev", u64_to_json(id.dev)},
-                                   {"pids", std::move(pids)},
-                                   {"names", std::move(names)},
-                                   {"worker", c.host->pool().find(id) != nullptr}});
+        auto* w = c.host->pool().find(id);
+        // Who keeps it alive: its processes, its /run/netns bind mounts, and the agent's worker.
+        json::array pinned_by;
+        if (!e.pids.empty())
+            pinned_by.push_back("processes");
+        if (!e.names.empty())
+            pinned_by.push_back("bind_mount");
+        if (w)
+            pinned_by.push_back("agent");
+        json::object o{{"type", to_string(id.type)},
+                       {"ino", u64_to_json(id.ino)},
+                       {"dev", u64_to_json(id.dev)},
+                       {"pids", std::move(pids)},
+                       {"names", std::move(names)},
+                       {"worker", w != nullptr},
+                       {"pinned_by", std::move(pinned_by)}};
+        if (w)
+            o["worker_tid"] = (*w)->tid();
+        if (!e.pids.empty()) {
+            std::ifstream comm("/proc/" + std::to_string(e.pids.front()) + "/comm");
+            std::string name;
+            if (std::getline(comm, name))
+                o["first_command"] = name;
+        }
+        out.push_back(std::move(o));
     }
     return out;
 }

@@ -13,7 +13,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <poll.h>
+#include <termios.h>
+
 #include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <cerrno>
 #include <cstring>
 #include <cctype>
@@ -171,6 +179,9 @@ selector ns_arg(const std::string& arg, const options& o)
     return *s;
 }
 
+std::string joined(const json::value& arr, const char* sep);
+std::string human(double bytes);
+
 void cmd_hello(session& s)
 {
     auto r = s.call("agent.hello");
@@ -225,6 +236,132 @@ void cmd_stats(session& s)
     print_table(rows);
 }
 
+// ---- top ------------------------------------------------------------------------------
+
+volatile std::sig_atomic_t top_stop = 0;
+
+// utime + stime of one thread, in clock ticks, from /proc/PID/task/TID/stat.
+std::optional<unsigned long long> thread_ticks(long pid, long tid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+    std::string line;
+    if (!std::getline(in, line))
+        return std::nullopt;
+    auto close = line.rfind(')'); // comm may hold spaces; fields resume after its ')'
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+        if (i == 14)
+            utime = std::stoull(field);
+        if (i == 15)
+            stime = std::stoull(field);
+    }
+    return utime + stime;
+}
+
+struct top_sample {
+    json::object stats;
+    std::map<long, unsigned long long> ticks; // tid -> cpu ticks
+    std::map<long, std::int64_t> ops;         // tid -> ops
+    std::chrono::steady_clock::time_point at;
+};
+
+top_sample take_sample(session& s)
+{
+    top_sample t;
+    t.stats = s.call("agent.stats").as_object();
+    t.at = std::chrono::steady_clock::now();
+    long pid = t.stats.at("pid").to_number<long>();
+    for (auto& w : t.stats.at("workers").as_array()) {
+        long tid = w.at("tid").to_number<long>();
+        if (auto k = thread_ticks(pid, tid))
+            t.ticks[tid] = *k;
+        t.ops[tid] = w.at("ops").to_number<std::int64_t>();
+    }
+    return t;
+}
+
+std::string top_frame(const top_sample& a, const top_sample& b)
+{
+    std::ostringstream out;
+    auto& st = b.stats;
+    double dt = std::chrono::duration<double>(b.at - a.at).count();
+    long pid = st.at("pid").to_number<long>();
+    std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+    long pages = 0, resident = 0;
+    statm >> pages >> resident;
+    out << "nsagentd pid " << pid << "  threads " << at(st, "threads") << " (base " << at(st, "base_threads") << " + "
+        << st.at("workers").as_array().size() << " workers, " << at(st, "wedged") << " wedged)  connections "
+        << at(st, "connections") << "  RSS " << human(static_cast<double>(resident * ::sysconf(_SC_PAGESIZE))) << "\n\n";
+    std::vector<std::vector<std::string>> rows{{"NS", "TID", "OPS/S", "WAIT p50/p99", "EXEC p50/p99", "QUEUE", "CPU%"}};
+    double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    auto ms = [](const json::value& v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", v.to_number<double>());
+        return std::string(buf);
+    };
+    for (auto& w : st.at("workers").as_array()) {
+        auto& wo = w.as_object();
+        long tid = wo.at("tid").to_number<long>();
+        double ops = 0, cpu = 0;
+        if (a.ops.contains(tid) && dt > 0)
+            ops = static_cast<double>(b.ops.at(tid) - a.ops.at(tid)) / dt;
+        if (a.ticks.contains(tid) && b.ticks.contains(tid) && dt > 0)
+            cpu = static_cast<double>(b.ticks.at(tid) - a.ticks.at(tid)) / hz / dt * 100;
+        char o[32], c[32];
+        std::snprintf(o, sizeof o, "%.1f", ops);
+        std::snprintf(c, sizeof c, "%.1f", cpu);
+        auto& ns = wo.at("ns").as_object();
+        rows.push_back({at(ns, "type") + ":[" + at(ns, "ino") + "]", at(wo, "tid"), o,
+                        ms(wo.at("queue_wait_ms").at("p50")) + "/" + ms(wo.at("queue_wait_ms").at("p99")) + "ms",
+                        ms(wo.at("exec_ms").at("p50")) + "/" + ms(wo.at("exec_ms").at("p99")) + "ms",
+                        at(wo, "queue_depth"), c});
+    }
+    std::streambuf* old = std::cout.rdbuf(out.rdbuf());
+    print_table(rows);
+    std::cout.rdbuf(old);
+    return out.str();
+}
+
+// Like top -H for the agent's workers. --once prints one frame (rates over half a second).
+int cmd_top(session& s, bool once)
+{
+    if (once) {
+        auto a = take_sample(s);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        std::cout << top_frame(a, take_sample(s));
+        return exit_ok;
+    }
+    termios saved{};
+    bool raw = ::isatty(0) && ::tcgetattr(0, &saved) == 0;
+    if (raw) {
+        termios t = saved;
+        t.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
+        ::tcsetattr(0, TCSANOW, &t);
+    }
+    std::signal(SIGINT, [](int) { top_stop = 1; });
+    auto prev = take_sample(s);
+    while (!top_stop) {
+        pollfd p{0, POLLIN, 0};
+        int r = ::poll(&p, 1, 1000);
+        if (r > 0) {
+            char ch = 0;
+            if (::read(0, &ch, 1) <= 0 || ch == 'q' || ch == 'Q')
+                break;
+        }
+        if (top_stop)
+            break;
+        auto next = take_sample(s);
+        std::cout << "\x1b[H\x1b[2J" << top_frame(prev, next) << "\n(q or Ctrl-C to quit)" << std::flush;
+        prev = std::move(next);
+    }
+    if (raw)
+        ::tcsetattr(0, TCSANOW, &saved);
+    std::cout << '\n';
+    return exit_ok;
+}
+
 void cmd_metrics(session& s)
 {
     auto r = s.call("agent.metrics");
@@ -237,16 +374,14 @@ void cmd_ls(session& s)
     auto r = s.call("ns.list");
     if (s.raw(r))
         return;
-    std::vector<std::vector<std::string>> rows{{"TYPE", "INODE", "NAMES", "PIDS", "WORKER"}};
+    std::vector<std::vector<std::string>> rows{{"TYPE", "INODE", "NAMES", "PIDS", "WORKER", "PINNED-BY"}};
     for (auto& e : r.as_array()) {
         auto& o = e.as_object();
-        std::string names;
-        for (auto& n : o.at("names").as_array())
-            names += (names.empty() ? "" : ",") + text(n);
+        std::string names = joined(o.at("names"), ",");
         auto& pids = o.at("pids").as_array();
-        std::string p = pids.empty() ? "-" : std::to_string(pids.size()) + " (first " + text(pids.front()) + ")";
+        std::string p = pids.empty() ? "-" : std::to_string(pids.size()) + " (" + at(o, "first_command") + ")";
         rows.push_back({at(o, "type"), at(o, "ino"), names.empty() ? "-" : names, p,
-                        o.at("worker").as_bool() ? "yes" : "-"});
+                        o.contains("worker_tid") ? "tid " + at(o, "worker_tid") : "-", joined(o.at("pinned_by"), ",")});
     }
     print_table(rows);
 }
@@ -690,6 +825,9 @@ int main(int argc, char** argv)
     auto* hello = app.add_subcommand("hello", "Protocol version, agent version and the op catalogue");
     auto* ping = app.add_subcommand("ping", "Check that the agent answers");
     auto* stats = app.add_subcommand("stats", "Threads, workers and counters (agent.stats)");
+    bool top_once = false;
+    auto* top = app.add_subcommand("top", "Live view of the workers, like top -H (q or Ctrl-C quits)");
+    top->add_flag("--once", top_once, "Print one frame and exit, for scripts");
     auto* metrics = app.add_subcommand("metrics", "All counters in the Prometheus text format (agent.metrics)");
     auto* ls = app.add_subcommand("ls", "Namespaces on the host, lsns-style, and which have a worker");
     auto* ns = app.add_subcommand("ns", "Per-namespace commands");
@@ -807,6 +945,8 @@ int main(int argc, char** argv)
             cmd_ls(s);
         else if (*metrics)
             cmd_metrics(s);
+        else if (*top)
+            return cmd_top(s, top_once);
         else if (*ns_ping)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)

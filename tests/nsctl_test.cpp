@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <sstream>
 #include <thread>
 
 namespace json = boost::json;
@@ -295,6 +296,33 @@ TEST_F(Nsctl, FsPutGetCatAndLsWorkOnAMountNamespace)
     EXPECT_EQ(bad.rc, 2);
     EXPECT_NE(bad.out.find("pid:PID"), std::string::npos) << bad.out;
     sh("rm -f " + local + " " + local + ".back");
+}
+
+} // namespace
+
+namespace {
+
+TEST_F(Nsctl, TopOnceShowsAWorkerRowForANamespaceJustUsedAndLsSaysWhoPinsIt)
+{
+    netns n;
+    agent_process a;
+    ASSERT_EQ(nsctl(a.socket(), "ns ping " + n.name()).rc, 0);
+    auto top = nsctl(a.socket(), "top --once");
+    ASSERT_EQ(top.rc, 0) << top.out;
+    EXPECT_NE(top.out.find("threads"), std::string::npos) << top.out;
+    EXPECT_NE(top.out.find("net:[" + std::to_string(n.ino()) + "]"), std::string::npos) << top.out;
+    EXPECT_NE(top.out.find("CPU%"), std::string::npos) << top.out;
+    auto ls = nsctl(a.socket(), "ls");
+    std::istringstream lines(ls.out);
+    std::string line;
+    bool found = false;
+    while (std::getline(lines, line))
+        if (line.find(std::to_string(n.ino())) != std::string::npos) {
+            found = true;
+            EXPECT_NE(line.find("bind_mount,agent"), std::string::npos) << line;
+            EXPECT_NE(line.find("tid "), std::string::npos) << line;
+        }
+    EXPECT_TRUE(found) << ls.out;
 }
 
 } // namespace
