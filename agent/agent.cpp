@@ -9,9 +9,11 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/array.hpp>
 
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -126,6 +128,9 @@ void agent::start()
     });
     asio::co_spawn(io_, accept_loop(), asio::detached);
     asio::co_spawn(io_, sweep_loop(), asio::detached);
+    asio::co_spawn(io_, netns_watch_loop(), asio::detached);
+    if (!cfg_.metrics_listen.empty())
+        start_metrics_http();
     log_event(log_level::notice, "ready", kv("base_threads", base_threads_));
 }
 
@@ -149,6 +154,44 @@ asio::awaitable<void> agent::accept_loop()
         conns_.emplace(c.get(), c);
         log_event(log_level::debug, "connect", kv("pid", c->peer().pid) + kv("uid", c->peer().uid));
         c->start();
+    }
+}
+
+// `ip netns del` unmounts and unlinks /run/netns/NAME: inotify tells at once, so workers anchored
+// by that name let go without waiting for the periodic re-check (which stays, as the fallback,
+// and covers /run/netns appearing later).
+asio::awaitable<void> agent::netns_watch_loop()
+{
+    asio::steady_timer retry(io_);
+    while (!draining_) {
+        unique_fd in(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+        if (in && ::inotify_add_watch(in.get(), "/run/netns", IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF) >= 0) {
+            asio::posix::stream_descriptor sd(io_, in.release());
+            alignas(inotify_event) char buf[4096];
+            for (;;) {
+                auto [ec] = co_await sd.async_wait(asio::posix::stream_descriptor::wait_read, use_nothrow_awaitable);
+                if (ec || draining_)
+                    co_return;
+                bool self_gone = false;
+                for (;;) {
+                    ssize_t n = ::read(sd.native_handle(), buf, sizeof buf);
+                    if (n <= 0)
+                        break;
+                    for (char* p = buf; p < buf + n;) {
+                        auto* ev = reinterpret_cast<inotify_event*>(p);
+                        self_gone |= (ev->mask & (IN_DELETE_SELF | IN_IGNORED)) != 0;
+                        p += sizeof(inotify_event) + ev->len;
+                    }
+                }
+                pool_.check_path_anchors();
+                if (self_gone)
+                    break; // /run/netns itself went away: watch it again once it is back
+            }
+        }
+        retry.expires_after(std::chrono::seconds(5));
+        auto [ec] = co_await retry.async_wait(use_nothrow_awaitable);
+        if (ec)
+            co_return;
     }
 }
 
@@ -406,6 +449,8 @@ json::object agent::stats() const
     o["replies"] = std::move(replies);
     o["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_).count();
     o["draining"] = draining_;
+    if (!metrics_endpoint_.empty())
+        o["metrics_listen"] = metrics_endpoint_;
     return o;
 }
 

@@ -68,6 +68,7 @@ public:
     const config& cfg() const noexcept { return cfg_; }
     worker_pool& pool() noexcept { return pool_; }
     bool draining() const noexcept { return draining_; }
+    void set_metrics_endpoint(std::string e) { metrics_endpoint_ = std::move(e); }
     std::size_t wedged_workers() const noexcept { return pool_.wedged(); }
 
 private:
@@ -78,6 +79,8 @@ private:
     boost::asio::awaitable<void> accept_loop();
     boost::asio::awaitable<void> sweep_loop();
     boost::asio::awaitable<void> drain_loop();
+    boost::asio::awaitable<void> netns_watch_loop();
+    void start_metrics_http();
 
     boost::asio::io_context& io_;
     const config& cfg_;
@@ -93,6 +96,8 @@ private:
     std::uint64_t requests_ = 0;
     std::map<std::string, std::uint64_t> replies_; // final frames by code ("ok" for success)
     std::map<std::pair<std::string, std::string>, std::uint64_t> by_op_code_; // (op, code) -> final frames
+    std::string metrics_endpoint_; // where /metrics is served, once listening
+    std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };
 
 // The agent's thread count from /proc/self/status, or -1.

@@ -46,6 +46,13 @@ const std::map<std::string, setter, std::less<>>& keys()
              c.socket_path = std::string(v.get_string());
              return {};
          }},
+        {"metrics_listen",
+         [](config& c, const json::value& v) -> std::string {
+             if (!v.is_string())
+                 return "must be host:port, e.g. \"127.0.0.1:9477\" (empty: off)";
+             c.metrics_listen = std::string(v.get_string());
+             return {};
+         }},
         {"queue_depth", number(&config::queue_depth, 1, 1 << 20)},
         {"default_timeout_ms", number(&config::default_timeout_ms, 1, 24u * 3600 * 1000)},
         {"max_workers", number(&config::max_workers, 1, 1 << 20)},

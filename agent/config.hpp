@@ -21,6 +21,7 @@ struct config {
     std::size_t max_unsent_bytes = 8 << 20;       // replies queued for a slow reader; then not read
     std::uint32_t drain_timeout_ms = 5000;        // SIGTERM: finish in-flight work until this
     std::size_t worker_stack_kib = 256;           // pinned workers need little stack
+    std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
     std::size_t fs_max_read_bytes = 1 << 20;      // fs.read length cap (base64 makes it 4/3 on the wire)
 };
 

@@ -6,6 +6,10 @@
 #include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cstring>
 #include <map>
 #include <regex>
@@ -95,6 +99,55 @@ TEST(Metrics, TheExpositionParsesAndCountersMove)
     EXPECT_EQ(w.at("ops"), json::value(3));
     EXPECT_TRUE(w.at("exec_ms").at("p99").is_double());
     EXPECT_GE(w.at("max_queue_depth").to_number<std::int64_t>(), 1);
+}
+
+} // namespace
+
+namespace {
+
+std::string http_get(const std::string& endpoint, const std::string& target)
+{
+    auto colon = endpoint.rfind(':');
+    nsagent::unique_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1))));
+    ::inet_pton(AF_INET, endpoint.substr(0, colon).c_str(), &sin.sin_addr);
+    timeval tv{10, 0};
+    ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) < 0)
+        return {};
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    ::send(s.get(), req.data(), req.size(), MSG_NOSIGNAL);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(s.get(), buf, sizeof buf, 0)) > 0)
+        out.append(buf, static_cast<std::size_t>(n));
+    return out;
+}
+
+TEST(Metrics, AnHttpListenerServesTheExpositionForScraping)
+{
+    agent_process a({{"metrics_listen", "127.0.0.1:0"}});
+    auto c = a.connect();
+    auto endpoint = std::string(stats(c).at("metrics_listen").as_string());
+    ASSERT_EQ(endpoint.rfind("127.0.0.1:", 0), 0u) << endpoint;
+    auto ok = http_get(endpoint, "/metrics");
+    ASSERT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok.substr(0, 200);
+    EXPECT_NE(ok.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
+    auto body = ok.substr(ok.find("\r\n\r\n") + 4);
+    auto p = parse(body);
+    EXPECT_EQ(p.types.at("nsagent_threads"), "gauge");
+    EXPECT_EQ(http_get(endpoint, "/").rfind("HTTP/1.1 404", 0), 0u);
+    EXPECT_TRUE(call(c, "agent.ping").ok()) << "the agent's own socket is unaffected";
+}
+
+TEST(Metrics, NoHttpListenerUnlessConfigured)
+{
+    agent_process a;
+    auto c = a.connect();
+    EXPECT_FALSE(stats(c).contains("metrics_listen"));
 }
 
 } // namespace
