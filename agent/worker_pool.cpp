@@ -125,8 +125,15 @@ void worker_pool::add_anchor(const worker_ptr& w, const anchor& a, unique_fd pid
 void worker_pool::release_if_unanchored(const worker_ptr& w)
 {
     auto it = live_.find(w->id());
-    if (it != live_.end() && it->second == w && !w->anchored())
-        retire(w, "anchor_gone");
+    if (it == live_.end() || it->second != w || w->anchored())
+        return;
+    // Whatever still waits in its queue was aimed at a namespace that is gone (or going):
+    // answer it instead of running it.
+    auto queued = w->take_queue();
+    retire(w, "anchor_gone");
+    for (auto& r : queued)
+        fail_(r, agent_failure(errc::ns_not_found, "the namespace went away (its last name, process or "
+                                                   "fd-passing connection is gone) before this request ran"));
 }
 
 void worker_pool::forget_anchors(const worker_ptr& w)

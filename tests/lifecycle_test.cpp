@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 
 namespace json = boost::json;
 using namespace nsagent;
@@ -102,6 +103,34 @@ TEST_F(Lifecycle, AWorkerReachedTwoWaysStaysUntilBothAreGone)
     EXPECT_EQ(stats(c).at("workers").as_array().size(), 1u);
     sh("ip netns del " + name);
     EXPECT_TRUE(wait_until([&] { return stats(c).at("workers").as_array().empty(); }));
+}
+
+} // namespace
+
+namespace {
+
+TEST_F(Lifecycle, RequestsQueuedWhenTheNamespaceGoesAwayGetNsNotFound)
+{
+    holder h("exec unshare -n sh -c 'echo ready; exec sleep 600'");
+    agent_process a;
+    auto c = a.connect();
+    auto ns = json::serialize(pid_ns("net", h.pid()));
+    // One op keeps the worker busy while two more wait in its queue; then the process dies.
+    ASSERT_FALSE(c.send_line(R"({"id":1,"op":"test.sleep","args":{"ms":1500},"ns":)" + ns + "}"));
+    ASSERT_FALSE(c.send_line(R"({"id":2,"op":"ns.ping","ns":)" + ns + "}"));
+    ASSERT_FALSE(c.send_line(R"({"id":3,"op":"ns.ping","ns":)" + ns + "}"));
+    auto observer = a.connect();
+    ASSERT_TRUE(wait_until([&] { return stats(observer).at("inflight").as_int64() >= 4; }));
+    h.kill_now();
+    std::map<std::int64_t, std::string> codes;
+    for (int i = 0; i < 3; ++i) {
+        auto f = c.next_frame(10000);
+        ASSERT_TRUE(f);
+        codes[f->value.at("id").as_int64()] = f->error_code();
+    }
+    EXPECT_EQ(codes[2], "ns_not_found");
+    EXPECT_EQ(codes[3], "ns_not_found");
+    EXPECT_EQ(codes[1], "") << "the running op finishes";
 }
 
 } // namespace
