@@ -1,5 +1,6 @@
 // nsagentd: parse flags, load config, bind the socket, build the agent, run. Nothing else.
 #include "agent.hpp"
+#include "capabilities.hpp"
 #include "config.hpp"
 #include "log.hpp"
 #include "op_registry.hpp"
@@ -42,6 +43,11 @@ int main(int argc, char** argv)
     }
     if (verbose)
         set_log_level(log_level::debug);
+
+    // Least privilege, while this is the only thread: capabilities are per thread, and every
+    // thread created later inherits this set.
+    if (auto warning = restrict_capabilities(); !warning.empty())
+        log_event(log_level::warning, "capabilities", kv("warning", warning));
 
     // A client that vanishes must never kill the agent: writes use MSG_NOSIGNAL, and this
     // covers everything else.
