@@ -3,6 +3,7 @@
 
 #include "connection.hpp"
 #include "log.hpp"
+#include "service_manager.hpp"
 
 #include "nsagent/protocol.hpp"
 
@@ -132,6 +133,10 @@ void agent::start()
     if (!cfg_.metrics_listen.empty())
         start_metrics_http();
     log_event(log_level::notice, "ready", kv("base_threads", base_threads_));
+    // Only now: the listener works, so a client that systemd lets in will be served.
+    notify_ready("serving");
+    if (auto every = watchdog_interval())
+        asio::co_spawn(io_, watchdog_loop(*every), asio::detached);
 }
 
 asio::awaitable<void> agent::accept_loop()
@@ -192,6 +197,19 @@ asio::awaitable<void> agent::netns_watch_loop()
         auto [ec] = co_await retry.async_wait(use_nothrow_awaitable);
         if (ec)
             co_return;
+    }
+}
+
+// WATCHDOG=1 from the event loop itself: if the loop stalls, the pings stop and systemd acts.
+asio::awaitable<void> agent::watchdog_loop(std::chrono::microseconds every)
+{
+    asio::steady_timer t(io_);
+    while (!draining_) {
+        notify_watchdog();
+        t.expires_after(every);
+        auto [ec] = co_await t.async_wait(use_nothrow_awaitable);
+        if (ec)
+            break;
     }
 }
 
@@ -352,6 +370,7 @@ void agent::begin_drain()
     boost::system::error_code ec;
     acceptor_.close(ec);
     log_event(log_level::notice, "drain_start", kv("inflight", static_cast<long long>(inflight_total())));
+    notify_stopping();
     asio::co_spawn(io_, drain_loop(), asio::detached);
 }
 

@@ -80,6 +80,7 @@ private:
     boost::asio::awaitable<void> sweep_loop();
     boost::asio::awaitable<void> drain_loop();
     boost::asio::awaitable<void> netns_watch_loop();
+    boost::asio::awaitable<void> watchdog_loop(std::chrono::microseconds every);
     void start_metrics_http();
 
     boost::asio::io_context& io_;

@@ -1,6 +1,7 @@
 // nsagentd: parse flags, load config, bind the socket, build the agent, run. Nothing else.
 #include "agent.hpp"
 #include "capabilities.hpp"
+#include "service_manager.hpp"
 #include "config.hpp"
 #include "log.hpp"
 #include "op_registry.hpp"
@@ -82,8 +83,16 @@ int main(int argc, char** argv)
 #endif
 
     unique_fd listener;
+    bool activated = false;
     try {
-        listener = bind_listener(cfg->socket_path);
+        // Socket activation (nsagent.socket) passes the listener; by hand, bind our own.
+        if (auto passed = socket_from_service_manager()) {
+            listener = std::move(*passed);
+            activated = true;
+            log_event(log_level::notice, "socket_activation", kv("fd", listener.get()));
+        } else {
+            listener = bind_listener(cfg->socket_path);
+        }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "nsagentd: %s\n", e.what());
         return 1;
@@ -103,7 +112,8 @@ int main(int argc, char** argv)
         wedged = a.wedged_workers() + a.pool().live().size() + a.pool().retiring();
         // Remove the socket file only if it is still the one this agent created.
         struct stat now {};
-        if (::stat(cfg->socket_path.c_str(), &now) == 0 && now.st_ino == sock_file.st_ino && now.st_dev == sock_file.st_dev)
+        if (!activated && ::stat(cfg->socket_path.c_str(), &now) == 0 && now.st_ino == sock_file.st_ino &&
+            now.st_dev == sock_file.st_dev)
             ::unlink(cfg->socket_path.c_str());
         if (wedged > 0) {
             // Wedged (or not yet joined) threads may still touch agent state when their op

@@ -152,7 +152,7 @@ mount_holder::~mount_holder()
     ::rmdir(dir_.c_str());
 }
 
-agent_process::agent_process(json::object config)
+agent_process::agent_process(json::object config, std::vector<std::pair<std::string, std::string>> env)
 {
     char tmpl[] = "/tmp/nsat-agent-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
@@ -163,6 +163,8 @@ agent_process::agent_process(json::object config)
     pid_ = ::fork();
     if (pid_ == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (auto& [k, v] : env)
+            ::setenv(k.c_str(), v.c_str(), 1);
         int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);

@@ -81,7 +81,8 @@ private:
 // nsagentd-test running on a private socket with the given config keys.
 class agent_process {
 public:
-    explicit agent_process(boost::json::object config = {});
+    explicit agent_process(boost::json::object config = {},
+                           std::vector<std::pair<std::string, std::string>> env = {});
     ~agent_process();
     agent_process(const agent_process&) = delete;
     agent_process& operator=(const agent_process&) = delete;
