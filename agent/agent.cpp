@@ -109,7 +109,7 @@ agent::agent(asio::io_context& io, const config& cfg, const op_registry& ops, un
       cfg_(cfg),
       ops_(ops),
       acceptor_(io, asio::local::stream_protocol(), listener.release()),
-      signals_(io, SIGTERM, SIGINT),
+      signals_(io, SIGTERM, SIGINT, SIGHUP),
       pool_(
           io, cfg, [this](const request_ptr& r) { complete(r); },
           [this](const request_ptr& r, const op_error& e) { finish(r, e); })
@@ -121,12 +121,7 @@ agent::~agent() = default;
 void agent::start()
 {
     base_threads_ = current_thread_count();
-    signals_.async_wait([this](boost::system::error_code ec, int sig) {
-        if (ec)
-            return;
-        log_event(log_level::notice, "signal", kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-        begin_drain();
-    });
+    wait_for_signal();
     asio::co_spawn(io_, accept_loop(), asio::detached);
     asio::co_spawn(io_, sweep_loop(), asio::detached);
     asio::co_spawn(io_, netns_watch_loop(), asio::detached);
@@ -137,6 +132,23 @@ void agent::start()
     notify_ready("serving");
     if (auto every = watchdog_interval())
         asio::co_spawn(io_, watchdog_loop(*every), asio::detached);
+}
+
+void agent::wait_for_signal()
+{
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
+        if (ec)
+            return;
+        if (sig == SIGHUP) {
+            // systemctl reload sends it. Nothing is reloadable yet; above all it must not kill
+            // the agent (SIGHUP's default action would).
+            log_event(log_level::notice, "signal", kv("signal", "SIGHUP") + kv("action", "none: nothing to reload yet"));
+            wait_for_signal();
+            return;
+        }
+        log_event(log_level::notice, "signal", kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+        begin_drain();
+    });
 }
 
 asio::awaitable<void> agent::accept_loop()

@@ -73,6 +73,7 @@ public:
 
 private:
     void run_inline(const request_ptr& r, const std::shared_ptr<connection>& c);
+    void wait_for_signal();
     void complete(const request_ptr& r);
     void send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds);
     std::size_t inflight_total() const;

@@ -53,6 +53,8 @@ int main(int argc, char** argv)
     // A client that vanishes must never kill the agent: writes use MSG_NOSIGNAL, and this
     // covers everything else.
     std::signal(SIGPIPE, SIG_IGN);
+    // Until the agent's signal handling is set up, a reload must not kill it.
+    std::signal(SIGHUP, SIG_IGN);
 
     auto cfg = load_config(config_path, cfg_opt->count() > 0);
     if (!cfg) {

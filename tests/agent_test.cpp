@@ -746,3 +746,18 @@ TEST_F(Agent, AWorkerReachedByAPassedFdRetiresWithItsConnection)
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Agent, SighupDoesNotStopTheAgent)
+{
+    agent_process a;
+    ASSERT_TRUE(wait_until([&] { return a.log().find("event=ready") != std::string::npos; }));
+    ::kill(a.pid(), SIGHUP);
+    auto c = a.connect();
+    EXPECT_TRUE(wait_until([&] { return a.log().find("SIGHUP") != std::string::npos; }));
+    EXPECT_TRUE(call(c, "agent.ping").ok());
+    EXPECT_EQ(a.terminate(), 0);
+}
+
+} // namespace
