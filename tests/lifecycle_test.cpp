@@ -120,7 +120,12 @@ TEST_F(Lifecycle, RequestsQueuedWhenTheNamespaceGoesAwayGetNsNotFound)
     ASSERT_FALSE(c.send_line(R"({"id":2,"op":"ns.ping","ns":)" + ns + "}"));
     ASSERT_FALSE(c.send_line(R"({"id":3,"op":"ns.ping","ns":)" + ns + "}"));
     auto observer = a.connect();
-    ASSERT_TRUE(wait_until([&] { return stats(observer).at("inflight").as_int64() >= 4; }));
+    // The sleep is running (not queued) and the two pings wait behind it.
+    ASSERT_TRUE(wait_until([&] {
+        auto s = stats(observer);
+        auto& ws = s.at("workers").as_array();
+        return ws.size() == 1 && ws[0].at("active").as_int64() == 3 && ws[0].at("queue_depth").as_int64() == 2;
+    }));
     h.kill_now();
     std::map<std::int64_t, std::string> codes;
     for (int i = 0; i < 3; ++i) {
