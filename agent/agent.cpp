@@ -167,6 +167,18 @@ asio::awaitable<void> agent::accept_loop()
             continue;
         }
         ++accepted_;
+        if (conns_.size() >= cfg_.max_connections) {
+            // Told why, then closed: a best-effort write on a fresh socket does not block.
+            auto msg = error_frame(nullptr, agent_failure(errc::busy, "max_connections (" +
+                                                                          std::to_string(cfg_.max_connections) +
+                                                                          ") reached; try again later"));
+            boost::system::error_code wec;
+            sock.non_blocking(true, wec);
+            ::send(sock.native_handle(), msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            sock.close(wec);
+            log_event(log_level::warning, "connection_refused", kv("reason", "max_connections"));
+            continue;
+        }
         auto c = std::make_shared<connection>(*this, std::move(sock));
         conns_.emplace(c.get(), c);
         log_event(log_level::debug, "connect", kv("pid", c->peer().pid) + kv("uid", c->peer().uid));

@@ -61,6 +61,8 @@ const std::map<std::string, setter, std::less<>>& keys()
         {"max_inflight_per_connection", number(&config::max_inflight_per_connection, 1, 1 << 20)},
         {"max_unsent_bytes", number(&config::max_unsent_bytes, 4096, std::size_t{1} << 32)},
         {"drain_timeout_ms", number(&config::drain_timeout_ms, 0, 600000)},
+        {"max_connections", number(&config::max_connections, 1, 1 << 20)},
+        {"partial_line_timeout_ms", number(&config::partial_line_timeout_ms, 1, 24u * 3600 * 1000)},
         {"worker_stack_kib", number(&config::worker_stack_kib, 64, 65536)},
         {"fs_max_read_bytes", number(&config::fs_max_read_bytes, 1, std::size_t{64} << 20)},
     };

@@ -20,6 +20,8 @@ struct config {
     std::uint32_t max_inflight_per_connection = 256; // then the connection is not read
     std::size_t max_unsent_bytes = 8 << 20;       // replies queued for a slow reader; then not read
     std::uint32_t drain_timeout_ms = 5000;        // SIGTERM: finish in-flight work until this
+    std::uint32_t max_connections = 1024;         // more are answered busy and closed
+    std::uint32_t partial_line_timeout_ms = 10000; // a half-sent line older than this closes the connection
     std::size_t worker_stack_kib = 256;           // pinned workers need little stack
     std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
     std::size_t fs_max_read_bytes = 1 << 20;      // fs.read length cap (base64 makes it 4/3 on the wire)

@@ -35,7 +35,8 @@ connection::connection(agent& a, socket_type s)
       sock_(std::move(s)),
       reader_(a.cfg().max_request_bytes),
       read_gate_(sock_.get_executor()),
-      write_gate_(sock_.get_executor())
+      write_gate_(sock_.get_executor()),
+      partial_deadline_(sock_.get_executor())
 {
     ucred cred{};
     socklen_t len = sizeof cred;
@@ -169,6 +170,7 @@ asio::awaitable<void> connection::read_loop()
             reading_ = false;
             break;
         }
+        watch_partial_line();
         auto [ec] = co_await sock_.async_wait(socket_type::wait_read, use_nothrow_awaitable);
         if (ec) {
             peer_gone = true;
@@ -197,6 +199,33 @@ asio::awaitable<void> connection::read_loop()
     }
     after_read_end(peer_gone);
     loop_done();
+}
+
+// Slow-loris: a client that sends half a line and stalls would otherwise pin its buffer (up to
+// max_request_bytes) forever. The deadline runs from the first byte of an incomplete line.
+void connection::watch_partial_line()
+{
+    if (reader_.buffered() == 0) {
+        if (partial_armed_) {
+            partial_armed_ = false;
+            partial_deadline_.cancel();
+        }
+        return;
+    }
+    if (partial_armed_)
+        return;
+    partial_armed_ = true;
+    partial_deadline_.expires_after(std::chrono::milliseconds(agent_.cfg().partial_line_timeout_ms));
+    std::weak_ptr<connection> weak = weak_from_this();
+    partial_deadline_.async_wait([weak](boost::system::error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || !self->partial_armed_ || !self->open_)
+            return;
+        self->send(error_frame(nullptr, agent_failure(errc::timeout, "a request line stayed incomplete for " +
+                                                                      std::to_string(self->agent_.cfg().partial_line_timeout_ms) +
+                                                                      " ms (partial_line_timeout_ms); closing the connection")));
+        self->close_when_flushed();
+    });
 }
 
 void connection::after_read_end(bool peer_gone)

@@ -78,6 +78,7 @@ private:
     void loop_done();
     bool read_blocked() const;
     void maybe_finish();
+    void watch_partial_line();
     static std::string key(const boost::json::value& id);
 
     agent& agent_;
@@ -89,6 +90,8 @@ private:
     std::size_t unsent_ = 0;
     boost::asio::steady_timer read_gate_;  // wakes the reader when backpressure lifts
     boost::asio::steady_timer write_gate_; // wakes the writer when a frame is queued
+    boost::asio::steady_timer partial_deadline_; // a half-sent line must complete by then
+    bool partial_armed_ = false;
     bool open_ = true;
     bool reading_ = true;
     int loops_ = 0;

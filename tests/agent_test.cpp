@@ -761,3 +761,44 @@ TEST_F(Agent, SighupDoesNotStopTheAgent)
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Agent, AHalfSentLineIsDroppedAtItsDeadlineWhileOthersAreServed)
+{
+    agent_process a({{"partial_line_timeout_ms", 300}});
+    auto slow = a.connect();
+    ASSERT_EQ(::send(slow.native_handle(), R"({"id":1,"op":)", 13, MSG_NOSIGNAL), 13);
+    auto other = a.connect();
+    EXPECT_TRUE(call(other, "agent.ping").ok()) << "other clients are served meanwhile";
+    auto f = slow.next_frame(10000);
+    ASSERT_TRUE(f) << f.error().message();
+    EXPECT_EQ(f->error_code(), "timeout");
+    EXPECT_NE(f->error_message().find("partial_line_timeout_ms"), std::string::npos);
+    auto eof = slow.next_frame(10000);
+    EXPECT_FALSE(eof) << "and the connection is closed";
+    EXPECT_TRUE(call(other, "agent.ping").ok());
+}
+
+TEST_F(Agent, ConnectionsBeyondMaxConnectionsAreRefusedWithAReason)
+{
+    agent_process a({{"max_connections", 2}});
+    auto c2 = a.connect();
+    // agent_process's own start-up probe connection must be gone before counting.
+    ASSERT_TRUE(wait_until([&] { return stats(c2).at("connections").as_int64() == 1; }));
+    auto c1 = a.connect();
+    ASSERT_TRUE(call(c1, "agent.ping").ok());
+    auto c3 = a.connect();
+    auto refused = c3.next_frame(10000);
+    ASSERT_TRUE(refused) << refused.error().message();
+    EXPECT_EQ(refused->error_code(), "busy");
+    EXPECT_FALSE(c3.next_frame(5000)) << "closed after saying why";
+    { auto gone = std::move(c1); } // frees a slot once the agent sees the close
+    EXPECT_TRUE(wait_until([&] {
+        auto c4 = a.connect();
+        auto f = c4.call({{"op", "agent.ping"}}, {}, 5000);
+        return f && f->ok();
+    }));
+}
+
+} // namespace
