@@ -92,8 +92,16 @@ TEST_F(FsOps, MountsMatchTheHoldersMountinfoEntryByEntry)
 {
     mount_holder plain(false), container(true);
     for (auto* h : {&plain, &container}) {
-        auto theirs = mountinfo_of(h->pid());
-        auto mine = fs(h->pid(), "fs.mounts");
+        // Compare snapshots of one state: if the holder's table changed while the agent read it
+        // (a mount event from a test running beside this one), take both again.
+        std::vector<std::vector<std::string>> theirs;
+        frame mine;
+        for (int attempt = 0; attempt < 5; ++attempt) {
+            theirs = mountinfo_of(h->pid());
+            mine = fs(h->pid(), "fs.mounts");
+            if (mountinfo_of(h->pid()) == theirs)
+                break;
+        }
         ASSERT_TRUE(mine.ok());
         auto& arr = mine.value.at("result").as_array();
         ASSERT_EQ(arr.size(), theirs.size());
