@@ -264,6 +264,11 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
         return reject(errc::unknown_op, "no such op; agent.hello lists the ops");
     if (draining_)
         return reject(errc::shutting_down, "the agent is shutting down");
+    // Denied requests never create or enter a worker.
+    if (auto denied = check_class(cfg_, c->peer(), spec->cls)) {
+        ++replies_["permission_denied"];
+        return c->send(error_frame(rq.id, agent_failure(errc::permission_denied, rq.op + ": " + denied->message)));
+    }
     if (spec->ns == ns_need::required && !rq.ns)
         return reject(errc::bad_request, "needs \"ns\", a namespace selector");
     if (spec->ns == ns_need::none && rq.ns)
@@ -283,6 +288,8 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
                                            "needs a " + std::string(to_string(*spec->type)) + " namespace, got " +
                                                to_string(h->id)));
         r->ns = h->id;
+        if (auto denied = check_namespace(cfg_, c->peer(), h->id))
+            return finish(r, *denied);
         if (spec->site == op_site::worker) {
             worker_pool::anchor anchor;
             switch (r->req.ns->by) {

@@ -2,6 +2,10 @@
 #include "config.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <grp.h>
+#include <pwd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -36,6 +40,75 @@ setter number(T config::*field, std::uint64_t lo, std::uint64_t hi)
     };
 }
 
+std::string parse_policy(config& c, const json::value& v)
+{
+    if (!v.is_array())
+        return "must be an array of rules";
+    c.policy.clear();
+    int index = 0;
+    for (auto& r : v.get_array()) {
+        std::string where = "rule " + std::to_string(index++) + ": ";
+        if (!r.is_object())
+            return where + "must be an object";
+        policy_rule rule;
+        rule.text = json::serialize(r);
+        for (auto& kv : r.get_object()) {
+            auto k = kv.key();
+            auto& val = kv.value();
+            if (k == "uid" || k == "gid") {
+                if (!val.is_int64() || val.get_int64() < 0 || val.get_int64() > 0xfffffffeLL)
+                    return where + "\"" + std::string(k) + "\" must be a numeric id";
+                (k == "uid" ? rule.uid : rule.gid) = static_cast<std::uint32_t>(val.get_int64());
+            } else if (k == "user" || k == "group") {
+                if (!val.is_string())
+                    return where + "\"" + std::string(k) + "\" must be a name";
+                std::string name(val.get_string());
+                if (k == "user") {
+                    passwd* pw = ::getpwnam(name.c_str());
+                    if (!pw)
+                        return where + "no user named \"" + name + "\"";
+                    rule.uid = pw->pw_uid;
+                } else {
+                    group* gr = ::getgrnam(name.c_str());
+                    if (!gr)
+                        return where + "no group named \"" + name + "\"";
+                    rule.gid = gr->gr_gid;
+                }
+            } else if (k == "allow") {
+                if (!val.is_array())
+                    return where + "\"allow\" must be an array of op classes";
+                for (auto& a : val.get_array()) {
+                    static const std::set<std::string> classes = {"read", "write", "fd", "capture"};
+                    if (!a.is_string() || !classes.contains(std::string(a.get_string())))
+                        return where + "\"allow\" takes read, write, fd and capture";
+                    rule.allow.insert(std::string(a.get_string()));
+                }
+            } else if (k == "namespaces") {
+                if (!val.is_array())
+                    return where + "\"namespaces\" must be an array of patterns";
+                for (auto& p : val.get_array()) {
+                    if (!p.is_string())
+                        return where + "\"namespaces\" takes \"name:GLOB\" and \"owner:self\"";
+                    std::string s(p.get_string());
+                    if (s.rfind("name:", 0) != 0 && s != "owner:self")
+                        return where + "\"namespaces\" takes \"name:GLOB\" and \"owner:self\", not \"" + s + "\"";
+                    rule.namespaces.push_back(s);
+                }
+            } else if (k == "host") {
+                if (!val.is_bool())
+                    return where + "\"host\" must be true or false";
+                rule.host = val.get_bool();
+            } else {
+                return where + "unknown key \"" + std::string(k) + "\"";
+            }
+        }
+        if (!rule.uid && !rule.gid)
+            return where + "needs \"uid\", \"user\", \"gid\" or \"group\"";
+        c.policy.push_back(std::move(rule));
+    }
+    return {};
+}
+
 const std::map<std::string, setter, std::less<>>& keys()
 {
     static const std::map<std::string, setter, std::less<>> k = {
@@ -53,6 +126,7 @@ const std::map<std::string, setter, std::less<>>& keys()
              c.metrics_listen = std::string(v.get_string());
              return {};
          }},
+        {"policy", [](config& c, const json::value& v) -> std::string { return parse_policy(c, v); }},
         {"queue_depth", number(&config::queue_depth, 1, 1 << 20)},
         {"default_timeout_ms", number(&config::default_timeout_ms, 1, 24u * 3600 * 1000)},
         {"max_workers", number(&config::max_workers, 1, 1 << 20)},

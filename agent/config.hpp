@@ -5,9 +5,22 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace nsagent {
+
+// One access rule (docs/protocol.md "Access policy"). The first rule matching a client applies.
+struct policy_rule {
+    std::optional<std::uint32_t> uid;  // "uid" or "user"
+    std::optional<std::uint32_t> gid;  // "gid" or "group": the primary or any supplementary group
+    std::set<std::string> allow;       // op classes: read, write, fd, capture
+    std::vector<std::string> namespaces; // "name:GLOB", "owner:self"; empty: any but the host's
+    bool host = false;                 // may reach the agent's own (host) namespaces
+    std::string text;                  // the rule as written, for messages and logs
+};
 
 // Every knob, with its default. docs/protocol.md and the README list them.
 struct config {
@@ -24,7 +37,8 @@ struct config {
     std::uint32_t partial_line_timeout_ms = 10000; // a half-sent line older than this closes the connection
     std::size_t worker_stack_kib = 256;           // pinned workers need little stack
     std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
-    std::size_t fs_max_read_bytes = 1 << 20;      // fs.read length cap (base64 makes it 4/3 on the wire)
+    std::size_t fs_max_read_bytes = 1 << 20;
+    std::vector<policy_rule> policy;              // for clients other than uid 0 (always allowed)      // fs.read length cap (base64 makes it 4/3 on the wire)
 };
 
 // Reads `path` over the defaults. A missing file means defaults, unless `must_exist`.

@@ -38,10 +38,7 @@ connection::connection(agent& a, socket_type s)
       write_gate_(sock_.get_executor()),
       partial_deadline_(sock_.get_executor())
 {
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(sock_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-        peer_ = {cred.pid, cred.uid, cred.gid};
+    peer_ = peer_of(sock_.native_handle());
 }
 
 connection::~connection() = default;

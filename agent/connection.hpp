@@ -2,6 +2,7 @@
 // in-flight requests and a bounded queue of unsent replies. I/O thread only.
 #pragma once
 
+#include "access_policy.hpp"
 #include "pending_request.hpp"
 
 #include "nsagent/frame_reader.hpp"
@@ -53,12 +54,7 @@ public:
     // Closes now. Queued requests are abandoned: they never run and get no reply.
     void close();
 
-    struct peer_credentials {
-        pid_t pid = 0;
-        uid_t uid = 0;
-        gid_t gid = 0;
-    };
-    const peer_credentials& peer() const noexcept { return peer_; }
+    const peer_identity& peer() const noexcept { return peer_; }
 
 private:
     struct entry {
@@ -84,7 +80,7 @@ private:
     agent& agent_;
     socket_type sock_;
     frame_reader reader_;
-    peer_credentials peer_;
+    peer_identity peer_;
     std::map<std::string, entry> inflight_;
     std::deque<outgoing> out_;
     std::size_t unsent_ = 0;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <set>
 
 using namespace nsagent;
 
@@ -41,6 +42,20 @@ TEST(Config, KeysOverrideDefaults)
     EXPECT_EQ(c->socket_path, "/tmp/x.sock");
 }
 
+TEST(Config, PolicyRulesParseInOrder)
+{
+    auto p = write_tmp(R"({"policy": [{"uid": 65534, "allow": ["read"]},
+                                      {"group": "root", "allow": ["read", "fd"], "namespaces": ["name:ci-*", "owner:self"]}]})");
+    auto c = load_config(p, true);
+    ::unlink(p.c_str());
+    ASSERT_TRUE(c) << c.error();
+    ASSERT_EQ(c->policy.size(), 2u);
+    EXPECT_EQ(c->policy[0].uid, 65534u);
+    EXPECT_EQ(c->policy[1].gid, 0u);
+    EXPECT_EQ(c->policy[1].allow, (std::set<std::string>{"read", "fd"}));
+    EXPECT_EQ(c->policy[1].namespaces.size(), 2u);
+}
+
 TEST(Config, InvalidFilesNameTheProblem)
 {
     struct {
@@ -53,6 +68,11 @@ TEST(Config, InvalidFilesNameTheProblem)
         {R"({"queue_depth": "3"})", "\"queue_depth\""},
         {R"({"queue_depth": 0})", "between"},
         {R"({"socket": "relative"})", "absolute"},
+        {R"({"policy": [{"uid": 1, "allow": ["everything"]}]})", "read, write, fd and capture"},
+        {R"({"policy": [{"allow": ["read"]}]})", "needs \"uid\""},
+        {R"({"policy": [{"user": "nsat-no-such-user", "allow": ["read"]}]})", "no user named"},
+        {R"({"policy": [{"uid": 1, "namespaces": ["ci-*"]}]})", "name:GLOB"},
+        {R"({"policy": [{"uid": 1, "alow": ["read"]}]})", "unknown key \"alow\""},
     };
     for (auto& c : cases) {
         auto p = write_tmp(c.text);
