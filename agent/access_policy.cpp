@@ -101,6 +101,8 @@ peer_identity peer_of(int sock)
     }
     groups.resize(glen / sizeof(gid_t));
     p.groups = std::move(groups);
+    std::ifstream comm("/proc/" + std::to_string(p.pid) + "/comm");
+    std::getline(comm, p.comm);
     return p;
 }
 

@@ -21,6 +21,7 @@ struct peer_identity {
     uid_t uid = 0;
     gid_t gid = 0;
     std::vector<gid_t> groups; // supplementary, from SO_PEERGROUPS
+    std::string comm;          // the client's command name at connect time, for the audit log
 };
 
 // The peer credentials of a connected Unix socket.

@@ -112,7 +112,8 @@ agent::agent(asio::io_context& io, const config& cfg, const op_registry& ops, un
       signals_(io, SIGTERM, SIGINT, SIGHUP),
       pool_(
           io, cfg, [this](const request_ptr& r) { complete(r); },
-          [this](const request_ptr& r, const op_error& e) { finish(r, e); })
+          [this](const request_ptr& r, const op_error& e) { finish(r, e); }),
+      audit_(cfg.audit)
 {
 }
 
@@ -267,6 +268,8 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
     // Denied requests never create or enter a worker.
     if (auto denied = check_class(cfg_, c->peer(), spec->cls)) {
         ++replies_["permission_denied"];
+        log_event(log_level::notice, "denied", kv("uid", c->peer().uid) + kv("pid", c->peer().pid) + kv("op", rq.op));
+        audit_.record(c->peer(), rq.op, "", "permission_denied");
         return c->send(error_frame(rq.id, agent_failure(errc::permission_denied, rq.op + ": " + denied->message)));
     }
     if (spec->ns == ns_need::required && !rq.ns)
@@ -339,7 +342,13 @@ void agent::finish(const request_ptr& r, const op_result& res, std::vector<uniqu
 void agent::send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)
 {
     std::string frame;
-    ++by_op_code_[{r->req.op, res ? std::string("ok") : std::string(to_string(wire_code(res.error().code)))}];
+    std::string code = res ? std::string("ok") : std::string(to_string(wire_code(res.error().code)));
+    ++by_op_code_[{r->req.op, code}];
+    // Every mutation and every fd handed out leaves a trace of who did it, where, and how it went.
+    if (r->spec->cls != op_class::read)
+        if (auto c = r->conn.lock())
+            audit_.record(c->peer(), r->req.op, r->ns ? to_string(*r->ns) : std::string(),
+                          res || code != "os_error" ? code : code + ":" + errno_name(res.error().code.value()));
     if (res) {
         ++replies_["ok"];
         frame = ok_frame(r->req.id, *res, fds.size());

@@ -2,6 +2,7 @@
 // the one place where a request becomes exactly one final reply. I/O thread only.
 #pragma once
 
+#include "audit_log.hpp"
 #include "config.hpp"
 #include "op_registry.hpp"
 #include "pending_request.hpp"
@@ -98,6 +99,7 @@ private:
     std::uint64_t requests_ = 0;
     std::map<std::string, std::uint64_t> replies_; // final frames by code ("ok" for success)
     std::map<std::pair<std::string, std::string>, std::uint64_t> by_op_code_; // (op, code) -> final frames
+    audit_log audit_;
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

@@ -127,6 +127,14 @@ const std::map<std::string, setter, std::less<>>& keys()
              return {};
          }},
         {"policy", [](config& c, const json::value& v) -> std::string { return parse_policy(c, v); }},
+        {"audit",
+         [](config& c, const json::value& v) -> std::string {
+             if (!v.is_string() || !(v.get_string() == "syslog" || v.get_string() == "off" ||
+                                     (!v.get_string().empty() && v.get_string().front() == '/')))
+                 return "must be \"syslog\", \"off\" or an absolute file path";
+             c.audit = std::string(v.get_string());
+             return {};
+         }},
         {"queue_depth", number(&config::queue_depth, 1, 1 << 20)},
         {"default_timeout_ms", number(&config::default_timeout_ms, 1, 24u * 3600 * 1000)},
         {"max_workers", number(&config::max_workers, 1, 1 << 20)},

@@ -38,7 +38,8 @@ struct config {
     std::size_t worker_stack_kib = 256;           // pinned workers need little stack
     std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
     std::size_t fs_max_read_bytes = 1 << 20;
-    std::vector<policy_rule> policy;              // for clients other than uid 0 (always allowed)      // fs.read length cap (base64 makes it 4/3 on the wire)
+    std::vector<policy_rule> policy;              // for clients other than uid 0 (always allowed)
+    std::string audit = "syslog";                 // mutations and fds handed out: "syslog", a file path, or "off"      // fs.read length cap (base64 makes it 4/3 on the wire)
 };
 
 // Reads `path` over the defaults. A missing file means defaults, unless `must_exist`.

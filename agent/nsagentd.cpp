@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 using namespace nsagent;
 
@@ -27,6 +28,7 @@ int main(int argc, char** argv)
     std::string socket_path;
     std::string config_path = "/etc/nsagent/nsagent.json";
     bool verbose = false;
+    std::string check_path;
     auto* sock_opt = app.add_option("--socket", socket_path,
                                     "Listening socket path (default: $NSAGENT_SOCKET, else the config's \"socket\", "
                                     "else /run/nsagent/nsagent.sock)");
@@ -34,6 +36,8 @@ int main(int argc, char** argv)
                                    "JSON config file; a missing default file means defaults (default: "
                                    "/etc/nsagent/nsagent.json)");
     app.add_flag("-v,--verbose", verbose, "Log per-connection and per-worker debug events");
+    app.add_option("--check-config", check_path, "Validate FILE, print the effective settings and policy, and exit "
+                                                 "(0 valid, 1 invalid)");
     app.footer("Signals: SIGTERM/SIGINT drain in-flight work (drain_timeout_ms), then exit 0.\n"
                "Exit status: 0 after a drain, 1 on a startup error (bad config, socket taken), 2 on usage.");
     try {
@@ -44,6 +48,26 @@ int main(int argc, char** argv)
     }
     if (verbose)
         set_log_level(log_level::debug);
+
+    if (!check_path.empty()) {
+        auto checked = load_config(check_path, true);
+        if (!checked) {
+            std::fprintf(stderr, "nsagentd: config: %s\n", checked.error().c_str());
+            return 1;
+        }
+        auto& c = *checked;
+        std::printf("%s: valid\nsocket %s\nqueue_depth %u  default_timeout_ms %u  max_workers %u  idle_timeout_s %u\n"
+                    "max_connections %u  max_inflight_per_connection %u  drain_timeout_ms %u  audit %s\n",
+                    check_path.c_str(), c.socket_path.c_str(), c.queue_depth, c.default_timeout_ms, c.max_workers,
+                    c.idle_timeout_s, c.max_connections, c.max_inflight_per_connection, c.drain_timeout_ms, c.audit.c_str());
+        std::printf("policy: uid 0 may do everything; other clients get the first matching rule, else nothing\n");
+        int i = 0;
+        for (auto& r : c.policy)
+            std::printf("  rule %d: %s\n", i++, r.text.c_str());
+        if (c.policy.empty())
+            std::printf("  (no rules: only root can use the agent)\n");
+        return 0;
+    }
 
     // Least privilege, while this is the only thread: capabilities are per thread, and every
     // thread created later inherits this set.
@@ -107,7 +131,14 @@ int main(int argc, char** argv)
     std::size_t wedged = 0;
     {
         boost::asio::io_context io{1};
-        agent a(io, *cfg, ops, std::move(listener));
+        std::optional<agent> built;
+        try {
+            built.emplace(io, *cfg, ops, std::move(listener));
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "nsagentd: %s\n", e.what());
+            return 1;
+        }
+        agent& a = *built;
         a.start();
         log_event(log_level::notice, "listening", kv("socket", cfg->socket_path) + kv("pid", ::getpid()));
         io.run();

@@ -166,3 +166,63 @@ TEST_F(Policy, ANameNarrowedRuleCannotReachTheHostByAnyRoute)
 }
 
 } // namespace
+
+namespace {
+
+std::string slurp_file(const std::string& path)
+{
+    std::string out;
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+        char buf[4096];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+            out.append(buf, n);
+        std::fclose(f);
+    }
+    return out;
+}
+
+TEST_F(Policy, TheAuditLogRecordsMutationsFdsAndDenialsWithTheRightUid)
+{
+    netns n;
+    std::string log = "/tmp/" + unique_name("audit") + ".log";
+    agent_process a({{"audit", log}, {"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read"}}}}}});
+    open_up(a);
+    auto c = a.connect();
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok()); // read: not audited
+    ASSERT_TRUE(call(c, "net.sysctl_set", net_ns(n.name()), {{"name", "net.ipv4.ip_forward"}, {"value", 1}}).ok());
+    auto s = c.call({{"op", "net.socket"}, {"ns", net_ns(n.name())}}, {}, 10000);
+    ASSERT_TRUE(s && s->ok());
+    EXPECT_EQ(call(c, "net.addr_add", net_ns(n.name()), {{"ifname", "nope"}, {"address", "10.1.1.1/24"}}).error_code(), "os_error");
+    as_user(65534, 65534, {}, [&](client& cl, results& out) {
+        record(cl, out, "release", {{"op", "ns.release"}, {"ns", net_ns(n.name())}});
+    }, a);
+    auto text = slurp_file(log);
+    auto ns = "net:[" + std::to_string(n.ino()) + "]";
+    EXPECT_NE(text.find("uid=0"), std::string::npos) << text;
+    EXPECT_NE(text.find("op=net.sysctl_set ns=" + ns + " result=ok"), std::string::npos) << text;
+    EXPECT_NE(text.find("op=net.socket ns=" + ns + " result=ok"), std::string::npos) << text;
+    EXPECT_NE(text.find("op=net.addr_add ns=" + ns + " result=os_error:ENODEV"), std::string::npos) << text;
+    EXPECT_NE(text.find("uid=65534"), std::string::npos) << text;
+    EXPECT_NE(text.find("op=ns.release ns=- result=permission_denied"), std::string::npos) << text;
+    EXPECT_EQ(text.find("op=ns.ping"), std::string::npos) << "reads are not audited";
+    ::unlink(log.c_str());
+}
+
+TEST(CheckConfig, ValidatesAndPrintsTheEffectivePolicy)
+{
+    std::string good = "/tmp/" + unique_name("good") + ".json", bad = "/tmp/" + unique_name("bad") + ".json";
+    sh("echo '{\"policy\": [{\"uid\": 65534, \"allow\": [\"read\"]}]}' > " + good);
+    sh("echo '{\"policy\": [{\"allow\": [\"read\"]}]}' > " + bad);
+    auto ok = sh_out(std::string(NSAGENT_TEST_AGENT) + " --check-config " + good + " 2>&1; echo rc=$?");
+    EXPECT_NE(ok.find("valid"), std::string::npos) << ok;
+    EXPECT_NE(ok.find("rule 0: {\"uid\":65534,\"allow\":[\"read\"]}"), std::string::npos) << ok;
+    EXPECT_NE(ok.find("rc=0"), std::string::npos) << ok;
+    auto no = sh_out(std::string(NSAGENT_TEST_AGENT) + " --check-config " + bad + " 2>&1; echo rc=$?");
+    EXPECT_NE(no.find("needs \"uid\""), std::string::npos) << no;
+    EXPECT_NE(no.find("rc=1"), std::string::npos) << no;
+    ::unlink(good.c_str());
+    ::unlink(bad.c_str());
+}
+
+} // namespace
