@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -142,6 +145,16 @@ int main(int argc, char** argv)
         a.start();
         log_event(log_level::notice, "listening", kv("socket", cfg->socket_path) + kv("pid", ::getpid()));
         io.run();
+        // The drain is over. From here to exit a second SIGTERM (timeout(1) also signals the
+        // process group) must not turn a clean exit into death by signal, even once the
+        // agent's signal_set has restored the default actions. Every other thread already
+        // blocks all signals, so blocking them here leaves them nowhere to land.
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &stop, nullptr);
         wedged = a.wedged_workers() + a.pool().live().size() + a.pool().retiring();
         // Remove the socket file only if it is still the one this agent created.
         struct stat now {};
