@@ -18,15 +18,19 @@ bool in_group(const peer_identity& who, gid_t gid)
     return who.gid == gid || std::find(who.groups.begin(), who.groups.end(), gid) != who.groups.end();
 }
 
-// The agent's own namespaces and those of pid 1 count as the host's.
+// The agent's own namespaces and those of pid 1 count as the host's. They never change while
+// the agent runs, so they are read once, not on every request.
 bool is_host(const ns_id& id)
 {
-    for (const char* proc : {"/proc/self/ns/", "/proc/1/ns/"}) {
-        auto own = identify_path(std::string(proc) + std::string(to_string(id.type)), id.type);
-        if (own && *own == id)
-            return true;
-    }
-    return false;
+    static const std::vector<ns_id> host = [] {
+        std::vector<ns_id> ids;
+        for (const char* proc : {"/proc/self/ns/", "/proc/1/ns/"})
+            for (ns_type t : {ns_type::net, ns_type::mnt})
+                if (auto own = identify_path(std::string(proc) + std::string(to_string(t)), t))
+                    ids.push_back(*own);
+        return ids;
+    }();
+    return std::find(host.begin(), host.end(), id) != host.end();
 }
 
 bool owned_by(uid_t uid, const ns_id& id)

@@ -86,6 +86,19 @@ std::string rfc3339(const timespec& ts)
     return buf;
 }
 
+// Lower-case hex of any bytes: list cursors and temporary-file names.
+std::string hex(std::string_view bytes)
+{
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    s.reserve(bytes.size() * 2);
+    for (unsigned char ch : bytes) {
+        s += digits[ch >> 4];
+        s += digits[ch & 15];
+    }
+    return s;
+}
+
 std::string b64(const char* data, std::size_t n)
 {
     std::string out(base64::encoded_size(n), '\0');
@@ -299,15 +312,8 @@ op_result list_op(op_context& c)
         entries.push_back(std::move(o));
     }
     json::object out{{"entries", std::move(entries)}};
-    if (n < all.size()) {
-        static const char digits[] = "0123456789abcdef";
-        std::string cursor;
-        for (unsigned char ch : all[n - 1].name) {
-            cursor += digits[ch >> 4];
-            cursor += digits[ch & 15];
-        }
-        out["next"] = cursor;
-    }
+    if (n < all.size())
+        out["next"] = hex(all[n - 1].name);
     return out;
 }
 
@@ -515,16 +521,10 @@ std::optional<op_error> write_all(int fd, std::string_view data, off_t offset, c
 std::string temp_name()
 {
     // Recognisable after a crash by its prefix; random enough that O_EXCL rarely retries.
-    unsigned char r[8];
+    char r[8];
     if (::getrandom(r, sizeof r, 0) != sizeof r)
         std::memset(r, 0, sizeof r);
-    static const char digits[] = "0123456789abcdef";
-    std::string s = ".nsagent-tmp-";
-    for (auto b : r) {
-        s += digits[b >> 4];
-        s += digits[b & 15];
-    }
-    return s;
+    return ".nsagent-tmp-" + hex(std::string_view(r, sizeof r));
 }
 
 // Writes in place: no rename, so it works on a bind-mounted file, but a reader can see a partial

@@ -82,6 +82,14 @@ std::string text(const json::value& v)
     return json::serialize(v);
 }
 
+// A millisecond figure from agent.stats, shortest form ("0.25").
+std::string ms(const json::value& v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v.to_number<double>());
+    return buf;
+}
+
 std::string at(const json::object& o, std::string_view k)
 {
     auto* v = o.if_contains(k);
@@ -218,11 +226,6 @@ void cmd_stats(session& s)
     std::cout << '\n';
     std::vector<std::vector<std::string>> rows{
         {"NS", "TID", "STATE", "QUEUE", "MAXQ", "OPS", "ERRORS", "WAIT p50/p99", "EXEC p50/p99", "IDLE"}};
-    auto ms = [](const json::value& v) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%g", v.to_number<double>());
-        return std::string(buf);
-    };
     for (auto& w : ws) {
         auto& wo = w.as_object();
         auto& ns = wo.at("ns").as_object();
@@ -296,11 +299,6 @@ std::string top_frame(const top_sample& a, const top_sample& b)
         << at(st, "connections") << "  RSS " << human(static_cast<double>(resident * ::sysconf(_SC_PAGESIZE))) << "\n\n";
     std::vector<std::vector<std::string>> rows{{"NS", "TID", "OPS/S", "WAIT p50/p99", "EXEC p50/p99", "QUEUE", "CPU%"}};
     double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
-    auto ms = [](const json::value& v) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%g", v.to_number<double>());
-        return std::string(buf);
-    };
     for (auto& w : st.at("workers").as_array()) {
         auto& wo = w.as_object();
         long tid = wo.at("tid").to_number<long>();
