@@ -110,19 +110,19 @@ peer_identity peer_of(int sock)
     return p;
 }
 
-const policy_rule* match_rule(const config& cfg, const peer_identity& who)
+const policy_rule* match_rule(const policy& rules, const peer_identity& who)
 {
-    for (auto& r : cfg.policy)
+    for (auto& r : rules)
         if ((r.uid && *r.uid == who.uid) || (r.gid && in_group(who, *r.gid)))
             return &r;
     return nullptr;
 }
 
-std::optional<op_error> check_class(const config& cfg, const peer_identity& who, op_class cls)
+std::optional<op_error> check_class(const policy& rules, const peer_identity& who, op_class cls)
 {
     if (who.uid == 0)
         return std::nullopt;
-    auto* rule = match_rule(cfg, who);
+    auto* rule = match_rule(rules, who);
     if (!rule)
         return denied(who, "no policy rule matches this client");
     if (!rule->allow.contains(std::string(to_string(cls))))
@@ -130,11 +130,11 @@ std::optional<op_error> check_class(const config& cfg, const peer_identity& who,
     return std::nullopt;
 }
 
-std::optional<op_error> check_namespace(const config& cfg, const peer_identity& who, const ns_id& id)
+std::optional<op_error> check_namespace(const policy& rules, const peer_identity& who, const ns_id& id)
 {
     if (who.uid == 0)
         return std::nullopt;
-    auto* rule = match_rule(cfg, who);
+    auto* rule = match_rule(rules, who);
     if (!rule)
         return denied(who, "no policy rule matches this client");
     if (is_host(id))

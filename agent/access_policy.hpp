@@ -28,14 +28,14 @@ struct peer_identity {
 peer_identity peer_of(int sock);
 
 // The first rule matching the client, or nullptr (nothing is allowed).
-const policy_rule* match_rule(const config& cfg, const peer_identity& who);
+const policy_rule* match_rule(const policy& rules, const peer_identity& who);
 
 // permission_denied unless the client may use ops of `cls`.
-std::optional<op_error> check_class(const config& cfg, const peer_identity& who, op_class cls);
+std::optional<op_error> check_class(const policy& rules, const peer_identity& who, op_class cls);
 
 // permission_denied unless the client's rule lets it reach `id`. Enforced on the resolved
 // identity, never on the selector's text: a path, a pid or a passed fd naming a host namespace
 // is a host namespace.
-std::optional<op_error> check_namespace(const config& cfg, const peer_identity& who, const ns_id& id);
+std::optional<op_error> check_namespace(const policy& rules, const peer_identity& who, const ns_id& id);
 
 } // namespace nsagent

@@ -113,7 +113,8 @@ agent::agent(asio::io_context& io, const config& cfg, const op_registry& ops, un
       pool_(
           io, cfg, [this](const request_ptr& r) { complete(r); },
           [this](const request_ptr& r, const op_error& e) { finish(r, e); }),
-      audit_(cfg.audit)
+      audit_(cfg.audit),
+      policy_(cfg.policy)
 {
 }
 
@@ -141,15 +142,47 @@ void agent::wait_for_signal()
         if (ec)
             return;
         if (sig == SIGHUP) {
-            // systemctl reload sends it. Nothing is reloadable yet; above all it must not kill
-            // the agent (SIGHUP's default action would).
-            log_event(log_level::notice, "signal", kv("signal", "SIGHUP") + kv("action", "none: nothing to reload yet"));
+            // systemctl reload sends it. Connections, workers and in-flight requests stay.
+            log_event(log_level::notice, "signal", kv("signal", "SIGHUP") + kv("action", "reload_policy"));
+            reload_policy();
             wait_for_signal();
             return;
         }
         log_event(log_level::notice, "signal", kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
         begin_drain();
     });
+}
+
+void agent::reload_policy()
+{
+    if (config_path_.empty()) {
+        log_event(log_level::notice, "reload", kv("result", "ignored") + kv("reason", "no config file"));
+        return;
+    }
+    auto next = load_config(config_path_, true);
+    if (!next) {
+        // A broken file must never open the agent up or lock everyone out: the old policy stays.
+        log_event(log_level::err, "reload",
+                  kv("result", "rejected") + kv("reason", next.error()) + kv("kept_rules", policy_.size()));
+        return;
+    }
+    // Only the policy is live; the other keys size threads, queues and sockets at start.
+    std::string restart;
+    auto differs = [&](bool d, const char* key) {
+        if (d)
+            restart += std::string(restart.empty() ? "" : ",") + key;
+    };
+    differs(next->queue_depth != cfg_.queue_depth, "queue_depth");
+    differs(next->default_timeout_ms != cfg_.default_timeout_ms, "default_timeout_ms");
+    differs(next->max_workers != cfg_.max_workers, "max_workers");
+    differs(next->idle_timeout_s != cfg_.idle_timeout_s, "idle_timeout_s");
+    differs(next->max_connections != cfg_.max_connections, "max_connections");
+    differs(next->audit != cfg_.audit, "audit");
+    differs(next->metrics_listen != cfg_.metrics_listen, "metrics_listen");
+    policy_ = std::move(next->policy);
+    log_event(log_level::notice, "reload",
+              kv("result", "applied") + kv("rules", policy_.size()) +
+                  (restart.empty() ? std::string() : kv("needs_restart", restart)));
 }
 
 asio::awaitable<void> agent::accept_loop()
@@ -266,7 +299,7 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
     if (draining_)
         return reject(errc::shutting_down, "the agent is shutting down");
     // Denied requests never create or enter a worker.
-    if (auto denied = check_class(cfg_, c->peer(), spec->cls)) {
+    if (auto denied = check_class(policy_, c->peer(), spec->cls)) {
         ++replies_["permission_denied"];
         log_event(log_level::notice, "denied", kv("uid", c->peer().uid) + kv("pid", c->peer().pid) + kv("op", rq.op));
         audit_.record(c->peer(), rq.op, "", "permission_denied");
@@ -291,8 +324,12 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
                                            "needs a " + std::string(to_string(*spec->type)) + " namespace, got " +
                                                to_string(h->id)));
         r->ns = h->id;
-        if (auto denied = check_namespace(cfg_, c->peer(), h->id))
+        if (auto denied = check_namespace(policy_, c->peer(), h->id))
             return finish(r, *denied);
+        // fs ops of other users are checked against their own permissions, on the worker.
+        if (spec->as_client && c->peer().uid != 0)
+            if (auto* rule = match_rule(policy_, c->peer()); rule && !rule->fs_as_agent)
+                r->as = client_identity{c->peer().uid, c->peer().gid, c->peer().groups};
         if (spec->site == op_site::worker) {
             worker_pool::anchor anchor;
             switch (r->req.ns->by) {

@@ -70,11 +70,16 @@ public:
     worker_pool& pool() noexcept { return pool_; }
     bool draining() const noexcept { return draining_; }
     void set_metrics_endpoint(std::string e) { metrics_endpoint_ = std::move(e); }
+    // Where SIGHUP reloads the policy from. Without it, SIGHUP changes nothing.
+    void set_config_source(std::string path) { config_path_ = std::move(path); }
+    // The policy in force (the config's at start, then the last one SIGHUP loaded).
+    const nsagent::policy& policy() const noexcept { return policy_; }
     std::size_t wedged_workers() const noexcept { return pool_.wedged(); }
 
 private:
     void run_inline(const request_ptr& r, const std::shared_ptr<connection>& c);
     void wait_for_signal();
+    void reload_policy();
     void complete(const request_ptr& r);
     void send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds);
     std::size_t inflight_total() const;
@@ -100,6 +105,8 @@ private:
     std::map<std::string, std::uint64_t> replies_; // final frames by code ("ok" for success)
     std::map<std::pair<std::string, std::string>, std::uint64_t> by_op_code_; // (op, code) -> final frames
     audit_log audit_;
+    nsagent::policy policy_;  // swapped only here, on the I/O thread; workers never read it
+    std::string config_path_;
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

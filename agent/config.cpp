@@ -98,6 +98,10 @@ std::string parse_policy(config& c, const json::value& v)
                 if (!val.is_bool())
                     return where + "\"host\" must be true or false";
                 rule.host = val.get_bool();
+            } else if (k == "fs_identity") {
+                if (!val.is_string() || (val.get_string() != "client" && val.get_string() != "agent"))
+                    return where + "\"fs_identity\" is \"client\" (the default) or \"agent\"";
+                rule.fs_as_agent = val.get_string() == "agent";
             } else {
                 return where + "unknown key \"" + std::string(k) + "\"";
             }

@@ -19,8 +19,13 @@ struct policy_rule {
     std::set<std::string> allow;       // op classes: read, write, fd, capture
     std::vector<std::string> namespaces; // "name:GLOB", "owner:self"; empty: any but the host's
     bool host = false;                 // may reach the agent's own (host) namespaces
+    bool fs_as_agent = false;          // "fs_identity": "agent": fs ops run with the agent's identity,
+                                       // not the client's ("client", the default)
     std::string text;                  // the rule as written, for messages and logs
 };
+
+// The ordered rules; the first that matches a client applies.
+using policy = std::vector<policy_rule>;
 
 // Every knob, with its default. docs/protocol.md and the README list them.
 struct config {
@@ -37,9 +42,9 @@ struct config {
     std::uint32_t partial_line_timeout_ms = 10000; // a half-sent line older than this closes the connection
     std::size_t worker_stack_kib = 256;           // pinned workers need little stack
     std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
-    std::size_t fs_max_read_bytes = 1 << 20;
-    std::vector<policy_rule> policy;              // for clients other than uid 0 (always allowed)
-    std::string audit = "syslog";                 // mutations and fds handed out: "syslog", a file path, or "off"      // fs.read length cap (base64 makes it 4/3 on the wire)
+    std::size_t fs_max_read_bytes = 1 << 20;      // fs.read length cap (base64 makes it 4/3 on the wire)
+    nsagent::policy policy;                       // for clients other than uid 0 (always allowed)
+    std::string audit = "syslog";                 // mutations and fds handed out: "syslog", a file path, or "off"
 };
 
 // Reads `path` over the defaults. A missing file means defaults, unless `must_exist`.

@@ -858,22 +858,33 @@ op_result open_op(op_context& c)
 
 } // namespace
 
+namespace {
+// Every fs op runs on the namespace's worker, needs a mount namespace, and is checked against
+// the client's own permissions.
+op_spec fs_op(std::string_view name, op_class cls, op_fn fn)
+{
+    op_spec s{name, cls, op_site::worker, ns_need::required, ns_type::mnt, fn};
+    s.as_client = true;
+    return s;
+}
+} // namespace
+
 void register_fs_ops(op_registry& r)
 {
-    r.add({"fs.stat", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &stat_op});
-    r.add({"fs.list", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &list_op});
-    r.add({"fs.read", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &read_op});
-    r.add({"fs.readlink", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &readlink_op});
-    r.add({"fs.mounts", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &mounts_op});
-    r.add({"fs.statvfs", op_class::read, op_site::worker, ns_need::required, ns_type::mnt, &statvfs_op});
-    r.add({"fs.write", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &write_op});
-    r.add({"fs.mkdir", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &mkdir_op});
-    r.add({"fs.remove", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &remove_op});
-    r.add({"fs.rename", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &rename_op});
-    r.add({"fs.symlink", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &symlink_op});
-    r.add({"fs.chmod", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &chmod_op});
-    r.add({"fs.chown", op_class::write, op_site::worker, ns_need::required, ns_type::mnt, &chown_op});
-    r.add({"fs.open", op_class::fd, op_site::worker, ns_need::required, ns_type::mnt, &open_op});
+    r.add(fs_op("fs.stat", op_class::read, &stat_op));
+    r.add(fs_op("fs.list", op_class::read, &list_op));
+    r.add(fs_op("fs.read", op_class::read, &read_op));
+    r.add(fs_op("fs.readlink", op_class::read, &readlink_op));
+    r.add(fs_op("fs.mounts", op_class::read, &mounts_op));
+    r.add(fs_op("fs.statvfs", op_class::read, &statvfs_op));
+    r.add(fs_op("fs.write", op_class::write, &write_op));
+    r.add(fs_op("fs.mkdir", op_class::write, &mkdir_op));
+    r.add(fs_op("fs.remove", op_class::write, &remove_op));
+    r.add(fs_op("fs.rename", op_class::write, &rename_op));
+    r.add(fs_op("fs.symlink", op_class::write, &symlink_op));
+    r.add(fs_op("fs.chmod", op_class::write, &chmod_op));
+    r.add(fs_op("fs.chown", op_class::write, &chown_op));
+    r.add(fs_op("fs.open", op_class::fd, &open_op));
 }
 
 } // namespace nsagent

@@ -183,7 +183,8 @@ void ns_worker::drain()
         request_ptr r;
         {
             std::lock_guard lk(mu_);
-            if (queue_.empty()) {
+            // Empty, or this thread may no longer serve (the pool takes its queue back).
+            if (queue_.empty() || unfit_) {
                 wake_posted_ = false;
                 return;
             }
@@ -198,7 +199,7 @@ void ns_worker::drain()
                 queue_.push_front(std::move(r));
                 wake_posted_ = false;
             }
-            boost::asio::post(pool_.home(), [self] { self->pool_.on_misplaced(self); });
+            boost::asio::post(pool_.home(), [self] { self->pool_.on_unfit(self, "misplaced"); });
             return;
         }
         // A request whose deadline passed while queued never runs; its timer answers it.
@@ -206,13 +207,23 @@ void ns_worker::drain()
         if (began < r->deadline && r->try_start()) {
             queue_wait.record(began - r->enqueued_at);
             op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
-            try {
-                r->result = r->spec->fn(ctx);
-            } catch (const std::exception& e) {
-                r->result = agent_failure(errc::internal, std::string("exception: ") + e.what());
-            } catch (...) {
-                r->result = agent_failure(errc::internal, "unknown exception");
+            std::optional<scoped_fs_identity> as;
+            if (r->as)
+                as.emplace(*r->as);
+            if (as && as->error()) {
+                r->result = *as->error();
+            } else {
+                try {
+                    r->result = r->spec->fn(ctx);
+                } catch (const std::exception& e) {
+                    r->result = agent_failure(errc::internal, std::string("exception: ") + e.what());
+                } catch (...) {
+                    r->result = agent_failure(errc::internal, "unknown exception");
+                }
             }
+            // A thread whose identity or capabilities did not come back exactly serves no one
+            // else: it retires after this reply, and the namespace gets a fresh worker.
+            unfit_ = as && !as->restore();
             r->reply_fds = std::move(ctx.reply_fds);
             exec_time.record(clock::now() - began);
             r->op_returned.store(true, std::memory_order_release);
@@ -221,6 +232,12 @@ void ns_worker::drain()
                 errors_.fetch_add(1, std::memory_order_relaxed);
         }
         boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
+        if (unfit_) {
+            std::lock_guard lk(mu_);
+            wake_posted_ = false;
+            boost::asio::post(pool_.home(), [self] { self->pool_.on_unfit(self, "identity_not_restored"); });
+            return;
+        }
         if (abandoned_)
             return;
     }

@@ -112,6 +112,7 @@ private:
     std::atomic<std::size_t> max_queued_{0};
     const clock::time_point started_at_ = clock::now();
     std::atomic<bool> abandoned_{false}; // wedged: stop after the running op
+    bool unfit_ = false; // worker thread only: its identity did not restore; serve nothing more
     unique_fd procfs_;                  // worker thread only
     worker_env env_;                    // worker thread only
 };

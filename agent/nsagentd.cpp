@@ -142,6 +142,7 @@ int main(int argc, char** argv)
             return 1;
         }
         agent& a = *built;
+        a.set_config_source(config_path);
         a.start();
         log_event(log_level::notice, "listening", kv("socket", cfg->socket_path) + kv("pid", ::getpid()));
         io.run();

@@ -75,6 +75,9 @@ struct op_spec {
     std::optional<ns_type> type; // the namespace type the op needs; empty: either
     op_fn fn;
     loop_fn then = nullptr;      // optional: continues on the I/O thread (see loop_fn)
+    // fs ops: checked against the client's permissions (fs_identity.hpp) unless the client is
+    // root or its rule says "fs_identity": "agent".
+    bool as_client = false;
 };
 
 class op_registry {

@@ -2,6 +2,7 @@
 // the op's result, its deadline, a cancel, a disconnect, or shutdown.
 #pragma once
 
+#include "fs_identity.hpp"
 #include "ns_id.hpp"
 #include "op_registry.hpp"
 
@@ -67,6 +68,7 @@ public:
     std::weak_ptr<connection> conn;
     std::optional<ns_id> ns;
     std::shared_ptr<ns_worker> worker;
+    std::optional<client_identity> as; // run the op with the client's fs identity
 
     // Written by the worker, then published by posting completion to the I/O thread.
     std::optional<op_result> result;

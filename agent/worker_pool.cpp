@@ -276,17 +276,17 @@ void worker_pool::on_exited(const worker_ptr& w)
     log_event(log_level::debug, "worker_exit", worker_fields(*w));
 }
 
-void worker_pool::on_misplaced(const worker_ptr& w)
+void worker_pool::on_unfit(const worker_ptr& w, const char* reason)
 {
-    log_event(log_level::err, "worker_misplaced", worker_fields(*w));
+    log_event(log_level::err, "worker_unfit", worker_fields(*w) + kv("reason", reason));
     auto it = live_.find(w->id());
     if (it != live_.end() && it->second == w)
         live_.erase(it);
-    ++retired_["misplaced"];
+    ++retired_[reason];
     retiring_.insert(w);
     auto queued = w->take_queue();
     w->retire();
-    resubmit(w, std::move(queued), "misplaced worker");
+    resubmit(w, std::move(queued), (std::string(reason) + " worker").c_str());
     forget_anchors(w);
 }
 

@@ -67,7 +67,8 @@ public:
     std::size_t retiring() const noexcept { return retiring_.size(); }
     std::size_t wedged() const noexcept { return wedged_.size(); }
     std::uint64_t started_total() const noexcept { return started_; }
-    // Retirements by reason: idle, lru, released, wedged, misplaced, start_failed, shutdown.
+    // Retirements by reason: idle, lru, released, wedged, misplaced, identity_not_restored,
+    // start_failed, shutdown.
     const std::map<std::string, std::uint64_t>& retired() const noexcept { return retired_; }
 
     boost::asio::io_context& home() noexcept { return home_; }
@@ -77,7 +78,9 @@ public:
     void on_started(const worker_ptr& w, const std::optional<op_error>& failure);
     void on_left(const worker_ptr& w, const request_ptr& r);
     void on_exited(const worker_ptr& w);
-    void on_misplaced(const worker_ptr& w);
+    // The worker may not serve again (it found itself in the wrong namespace, or its
+    // per-op identity did not restore): it retires and its queue goes to a fresh worker.
+    void on_unfit(const worker_ptr& w, const char* reason);
 
 private:
     worker_ptr start_worker(ns_id id, unique_fd fd, std::optional<op_error>& err);

@@ -8,11 +8,15 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <functional>
+#include <thread>
+#include <fstream>
 #include <map>
 
 namespace json = boost::json;
@@ -20,52 +24,6 @@ using namespace nsagent;
 using namespace nsagent::test;
 
 namespace {
-
-using results = std::map<std::string, std::string>; // label -> error code ("" for success)
-
-// Runs `body` as uid/gid/groups in a child process and collects "label=code" lines from it.
-results as_user(uid_t uid, gid_t gid, std::vector<gid_t> groups, const std::function<void(client&, results&)>& body,
-                const agent_process& a)
-{
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) < 0)
-        return {};
-    pid_t child = ::fork();
-    if (child == 0) {
-        ::close(p[0]);
-        if (::setgroups(groups.size(), groups.data()) < 0 || ::setresgid(gid, gid, gid) < 0 || ::setresuid(uid, uid, uid) < 0)
-            ::_exit(2);
-        results out;
-        auto c = client::connect(a.socket());
-        if (!c)
-            ::_exit(3);
-        body(*c, out);
-        std::string text;
-        for (auto& [k, v] : out)
-            text += k + "=" + v + "\n";
-        ssize_t w = ::write(p[1], text.data(), text.size());
-        (void)w;
-        ::_exit(0);
-    }
-    ::close(p[1]);
-    std::string text;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0)
-        text.append(buf, static_cast<std::size_t>(n));
-    ::close(p[0]);
-    int st = 0;
-    ::waitpid(child, &st, 0);
-    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
-    results r;
-    for (std::size_t i = 0; i < text.size();) {
-        auto nl = text.find('\n', i);
-        auto line = text.substr(i, nl - i);
-        r[line.substr(0, line.find('='))] = line.substr(line.find('=') + 1);
-        i = nl + 1;
-    }
-    return r;
-}
 
 class Policy : public ::testing::Test {
 protected:
@@ -81,7 +39,7 @@ protected:
         ::chmod(dir.c_str(), 0755);
         ::chmod(a.socket().c_str(), 0666);
     }
-    static void record(client& c, results& out, const std::string& label, json::object req)
+    static void record(client& c, client_results& out, const std::string& label, json::object req)
     {
         auto f = c.call(std::move(req), {}, 10000);
         out[label] = f ? f->error_code() : "transport";
@@ -93,13 +51,13 @@ TEST_F(Policy, AUidWithoutARuleIsDeniedEverythingAndNoWorkerStarts)
     netns n;
     agent_process a;
     open_up(a);
-    auto r = as_user(65534, 65534, {}, [&](client& c, results& out) {
+    auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "ping", {{"op", "agent.ping"}});
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
         record(c, out, "release", {{"op", "ns.release"}, {"ns", net_ns(n.name())}});
         record(c, out, "socket", {{"op", "net.socket"}, {"ns", net_ns(n.name())}});
     }, a);
-    EXPECT_EQ(r, (results{{"ping", "permission_denied"}, {"ns.ping", "permission_denied"},
+    EXPECT_EQ(r, (client_results{{"ping", "permission_denied"}, {"ns.ping", "permission_denied"},
                           {"release", "permission_denied"}, {"socket", "permission_denied"}}));
     auto root = a.connect();
     EXPECT_TRUE(stats(root).at("workers").as_array().empty()) << "a denied request never creates a worker";
@@ -111,13 +69,13 @@ TEST_F(Policy, AReadRuleReadsButNeitherWritesNorGetsFds)
     netns n;
     agent_process a({{"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read"}}}}}});
     open_up(a);
-    auto r = as_user(65534, 65534, {}, [&](client& c, results& out) {
+    auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "ping", {{"op", "agent.ping"}});
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
         record(c, out, "release", {{"op", "ns.release"}, {"ns", net_ns(n.name())}});
         record(c, out, "socket", {{"op", "net.socket"}, {"ns", net_ns(n.name())}});
     }, a);
-    EXPECT_EQ(r, (results{{"ping", ""}, {"ns.ping", ""}, {"release", "permission_denied"}, {"socket", "permission_denied"}}));
+    EXPECT_EQ(r, (client_results{{"ping", ""}, {"ns.ping", ""}, {"release", "permission_denied"}, {"socket", "permission_denied"}}));
 }
 
 TEST_F(Policy, AGroupRuleMatchesThroughASupplementaryGroup)
@@ -125,11 +83,11 @@ TEST_F(Policy, AGroupRuleMatchesThroughASupplementaryGroup)
     netns n;
     agent_process a({{"policy", json::array{json::object{{"gid", 4242}, {"allow", json::array{"read"}}}}}});
     open_up(a);
-    auto r = as_user(65534, 65534, {4242}, [&](client& c, results& out) {
+    auto r = as_user(65534, 65534, {4242}, [&](client& c, client_results& out) {
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
     }, a);
     EXPECT_EQ(r["ns.ping"], "");
-    auto without = as_user(65534, 65534, {}, [&](client& c, results& out) {
+    auto without = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
     }, a);
     EXPECT_EQ(without["ns.ping"], "permission_denied");
@@ -145,7 +103,7 @@ TEST_F(Policy, ANameNarrowedRuleCannotReachTheHostByAnyRoute)
                                     {"uid", 65534}, {"allow", json::array{"read"}}, {"namespaces", json::array{"name:nsat-*"}}}}}});
     open_up(a);
     auto agent_net = "/proc/" + std::to_string(a.pid()) + "/ns/net";
-    auto r = as_user(65534, 65534, {}, [&](client& c, results& out) {
+    auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "named", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
         record(c, out, "host-path", {{"op", "ns.ping"}, {"ns", {{"type", "net"}, {"path", agent_net}}}});
         record(c, out, "host-pid", {{"op", "ns.ping"}, {"ns", pid_ns("net", a.pid())}});
@@ -156,7 +114,7 @@ TEST_F(Policy, ANameNarrowedRuleCannotReachTheHostByAnyRoute)
     EXPECT_EQ(r["host-pid"], "permission_denied");
     EXPECT_EQ(r["unnamed"], "permission_denied");
     // A host namespace fd passed by the client: the same identity, the same answer.
-    auto fd_route = as_user(65534, 65534, {}, [&](client& c, results& out) {
+    auto fd_route = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         unique_fd host(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
         int list[] = {host.get()};
         auto f = c.call({{"op", "ns.ping"}, {"ns", {{"type", "net"}, {"fd", 0}}}}, list, 10000);
@@ -194,7 +152,7 @@ TEST_F(Policy, TheAuditLogRecordsMutationsFdsAndDenialsWithTheRightUid)
     auto s = c.call({{"op", "net.socket"}, {"ns", net_ns(n.name())}}, {}, 10000);
     ASSERT_TRUE(s && s->ok());
     EXPECT_EQ(call(c, "net.addr_add", net_ns(n.name()), {{"ifname", "nope"}, {"address", "10.1.1.1/24"}}).error_code(), "os_error");
-    as_user(65534, 65534, {}, [&](client& cl, results& out) {
+    as_user(65534, 65534, {}, [&](client& cl, client_results& out) {
         record(cl, out, "release", {{"op", "ns.release"}, {"ns", net_ns(n.name())}});
     }, a);
     auto text = slurp_file(log);
@@ -207,6 +165,73 @@ TEST_F(Policy, TheAuditLogRecordsMutationsFdsAndDenialsWithTheRightUid)
     EXPECT_NE(text.find("op=ns.release ns=- result=permission_denied"), std::string::npos) << text;
     EXPECT_EQ(text.find("op=ns.ping"), std::string::npos) << "reads are not audited";
     ::unlink(log.c_str());
+}
+
+// Waits (bounded) until the agent's log has `n` lines containing `text`.
+bool log_count_reaches(const agent_process& a, const std::string& text, std::size_t n)
+{
+    return wait_until([&] {
+        auto log = a.log();
+        std::size_t count = 0;
+        for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1))
+            ++count;
+        return count >= n;
+    });
+}
+
+// One byte through a pipe, waited for at most 20 s.
+bool wait_byte(int fd)
+{
+    pollfd p{fd, POLLIN, 0};
+    char b;
+    return ::poll(&p, 1, 20000) == 1 && ::read(fd, &b, 1) == 1;
+}
+
+// SIGHUP reloads the policy: a connection that is already open gets the new policy on its
+// next request, no connection is dropped, and a broken file keeps the policy in force.
+TEST_F(Policy, SighupReloadsThePolicyForTheNextRequestAndABrokenConfigKeepsTheOld)
+{
+    netns n;
+    agent_process a; // no rules: only root
+    open_up(a);
+    auto root = a.connect();
+    ASSERT_TRUE(call(root, "agent.ping").ok());
+    int ready[2], go[2];
+    ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+    ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+    client_results r;
+    std::thread client_side([&] {
+        r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
+            record(c, out, "1-before", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
+            (void)!::write(ready[1], "r", 1);
+            out["wait-1"] = wait_byte(go[0]) ? "" : "no go";
+            record(c, out, "2-after-reload", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
+            (void)!::write(ready[1], "r", 1);
+            out["wait-2"] = wait_byte(go[0]) ? "" : "no go";
+            record(c, out, "3-after-broken", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
+        }, a);
+    });
+    bool step1 = wait_byte(ready[0]);
+    std::ofstream(a.config_path()) << R"({"policy": [{"uid": 65534, "allow": ["read"]}]})";
+    ::kill(a.pid(), SIGHUP);
+    bool applied = log_count_reaches(a, "event=reload result=applied", 1);
+    (void)!::write(go[1], "g", 1);
+    bool step2 = wait_byte(ready[0]);
+    std::ofstream(a.config_path()) << R"({"policy": [{"uid": 65534, "allow": ["read"]}], "bogus": 1})";
+    ::kill(a.pid(), SIGHUP);
+    bool rejected = log_count_reaches(a, "event=reload result=rejected", 1);
+    (void)!::write(go[1], "g", 1);
+    client_side.join();
+    for (int fd : {ready[0], ready[1], go[0], go[1]})
+        ::close(fd);
+    ASSERT_TRUE(step1 && applied && step2 && rejected) << a.log();
+    EXPECT_EQ(r, (client_results{{"1-before", "permission_denied"},
+                                 {"wait-1", ""},
+                                 {"2-after-reload", ""},
+                                 {"wait-2", ""},
+                                 {"3-after-broken", ""}}));
+    EXPECT_NE(a.log().find("unknown key"), std::string::npos) << "the log says why the new config was rejected";
+    EXPECT_TRUE(call(root, "agent.ping").ok()) << "connections survive reloads";
 }
 
 TEST(CheckConfig, ValidatesAndPrintsTheEffectivePolicy)

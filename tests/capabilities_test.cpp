@@ -28,8 +28,11 @@ std::map<std::string, std::uint64_t> cap_fields(const std::string& status_path)
 }
 
 // Every thread of the agent, workers included, holds exactly the documented set: nothing more
-// in effective, permitted or bounding, nothing inheritable or ambient.
-TEST(Capabilities, EveryThreadHoldsExactlyTheDocumentedSet)
+// in effective, permitted or bounding, nothing inheritable or ambient. Both ways the agent is
+// started: as root, and as a non-root user given the set as ambient capabilities.
+class Capabilities : public ::testing::TestWithParam<bool> {};
+
+TEST_P(Capabilities, EveryThreadHoldsExactlyTheDocumentedSet)
 {
     if (!is_root())
         GTEST_SKIP() << "needs root: the agent starts with every capability only as root";
@@ -38,7 +41,10 @@ TEST(Capabilities, EveryThreadHoldsExactlyTheDocumentedSet)
         expected |= std::uint64_t{1} << c;
     netns n;
     mount_holder m(false);
-    agent_process a;
+    std::optional<uid_t> run_as;
+    if (GetParam())
+        run_as = agent_test_uid;
+    agent_process a({}, {}, run_as);
     auto c = a.connect();
     ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok());
     ASSERT_TRUE(call(c, "ns.ping", pid_ns("mnt", m.pid())).ok());
@@ -67,5 +73,8 @@ TEST(Capabilities, EveryThreadHoldsExactlyTheDocumentedSet)
         nnp |= line == "NoNewPrivs:\t1";
     EXPECT_TRUE(nnp);
 }
+
+INSTANTIATE_TEST_SUITE_P(Agent, Capabilities, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "AsNonRootWithAmbientCaps" : "AsRoot"; });
 
 } // namespace

@@ -1,6 +1,8 @@
 // Real-kernel fixtures for the suite.
 #include "support/test_env.hpp"
 
+#include "capabilities.hpp"
+
 #include "nsagent/protocol.hpp"
 
 #include <boost/json/serialize.hpp>
@@ -11,6 +13,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -152,7 +155,8 @@ mount_holder::~mount_holder()
     ::rmdir(dir_.c_str());
 }
 
-agent_process::agent_process(json::object config, std::vector<std::pair<std::string, std::string>> env)
+agent_process::agent_process(json::object config, std::vector<std::pair<std::string, std::string>> env,
+                             std::optional<uid_t> run_as)
 {
     char tmpl[] = "/tmp/nsat-agent-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
@@ -160,6 +164,23 @@ agent_process::agent_process(json::object config, std::vector<std::pair<std::str
     std::string cfg_path = dir_ + "/config.json";
     std::ofstream(cfg_path) << json::serialize(config);
     std::string log_path = dir_ + "/agent.log";
+    std::vector<std::string> argv;
+    if (run_as) {
+        // The agent binds its socket in dir_, so it must own it.
+        if (::chown(dir_.c_str(), *run_as, *run_as) < 0)
+            throw std::runtime_error("chown " + dir_ + " failed");
+        std::string caps;
+        for (auto c : agent_capabilities()) {
+            char* name = cap_to_name(c);
+            caps += std::string(caps.empty() ? "+" : ",+") + (std::string(name).rfind("cap_", 0) == 0 ? name + 4 : name);
+            cap_free(name);
+        }
+        argv = {"setpriv", "--reuid", std::to_string(*run_as), "--regid", std::to_string(*run_as), "--clear-groups",
+                "--inh-caps", caps, "--ambient-caps", caps, "--bounding-set", "-all," + caps, "--"};
+    }
+    for (std::string a : {std::string(NSAGENT_TEST_AGENT), std::string("--socket"), socket_, std::string("--config"),
+                          cfg_path, std::string("--verbose")})
+        argv.push_back(a);
     pid_ = ::fork();
     if (pid_ == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -168,8 +189,11 @@ agent_process::agent_process(json::object config, std::vector<std::pair<std::str
         int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
-        ::execl(NSAGENT_TEST_AGENT, "nsagentd-test", "--socket", socket_.c_str(), "--config", cfg_path.c_str(),
-                "--verbose", static_cast<char*>(nullptr));
+        std::vector<char*> args;
+        for (auto& a : argv)
+            args.push_back(a.data());
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
         ::_exit(127);
     }
     bool up = wait_until([&] { return static_cast<bool>(client::connect(socket_)); });
@@ -300,5 +324,50 @@ json::object stats(client& c)
 {
     return result_of(call(c, "agent.stats"));
 }
+
+// Runs `body` as uid/gid/groups in a child process and collects "label=code" lines from it.
+client_results as_user(uid_t uid, gid_t gid, std::vector<gid_t> groups, const std::function<void(client&, client_results&)>& body,
+                const agent_process& a)
+{
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) < 0)
+        return {};
+    pid_t child = ::fork();
+    if (child == 0) {
+        ::close(p[0]);
+        if (::setgroups(groups.size(), groups.data()) < 0 || ::setresgid(gid, gid, gid) < 0 || ::setresuid(uid, uid, uid) < 0)
+            ::_exit(2);
+        client_results out;
+        auto c = client::connect(a.socket());
+        if (!c)
+            ::_exit(3);
+        body(*c, out);
+        std::string text;
+        for (auto& [k, v] : out)
+            text += k + "=" + v + "\n";
+        ssize_t w = ::write(p[1], text.data(), text.size());
+        (void)w;
+        ::_exit(0);
+    }
+    ::close(p[1]);
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(p[0], buf, sizeof buf)) > 0)
+        text.append(buf, static_cast<std::size_t>(n));
+    ::close(p[0]);
+    int st = 0;
+    ::waitpid(child, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child status " << st;
+    client_results r;
+    for (std::size_t i = 0; i < text.size();) {
+        auto nl = text.find('\n', i);
+        auto line = text.substr(i, nl - i);
+        r[line.substr(0, line.find('='))] = line.substr(line.find('=') + 1);
+        i = nl + 1;
+    }
+    return r;
+}
+
 
 } // namespace nsagent::test

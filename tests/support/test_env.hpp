@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -78,16 +79,24 @@ private:
     std::optional<holder> h_;
 };
 
-// nsagentd-test running on a private socket with the given config keys.
+// The uid the non-root agent runs as in tests (no passwd entry needed).
+inline constexpr uid_t agent_test_uid = 4711;
+
+// nsagentd-test running on a private socket with the given config keys. With `run_as`, it
+// runs as that uid (and gid) with the documented capabilities as ambient capabilities and as
+// its bounding set, the way `User=nsagent` + `AmbientCapabilities=` in the unit starts it.
 class agent_process {
 public:
     explicit agent_process(boost::json::object config = {},
-                           std::vector<std::pair<std::string, std::string>> env = {});
+                           std::vector<std::pair<std::string, std::string>> env = {},
+                           std::optional<uid_t> run_as = {});
     ~agent_process();
     agent_process(const agent_process&) = delete;
     agent_process& operator=(const agent_process&) = delete;
 
     const std::string& socket() const { return socket_; }
+    // The config file it was started with; rewrite it and send SIGHUP to reload the policy.
+    std::string config_path() const { return dir_ + "/config.json"; }
     pid_t pid() const { return pid_; }
     nsagent::client connect() const;
     // SIGTERM, then waits (bounded) for the exit status; -1 if it did not exit in time.
@@ -112,5 +121,12 @@ boost::json::object pid_ns(const char* type, pid_t pid);
 boost::json::object result_of(const nsagent::frame& f);
 std::uint64_t u64(const boost::json::value& v);
 boost::json::object stats(nsagent::client& c);
+
+// Results a forked client reports back: label -> error code ("" for success).
+using client_results = std::map<std::string, std::string>;
+// Runs `body` as uid/gid/groups in a forked child connected to `a`, and collects what it
+// recorded. The child drops its credentials with setgroups/setresgid/setresuid before connecting.
+client_results as_user(uid_t uid, gid_t gid, std::vector<gid_t> groups,
+                       const std::function<void(nsagent::client&, client_results&)>& body, const agent_process& a);
 
 } // namespace nsagent::test

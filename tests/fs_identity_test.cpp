@@ -1,0 +1,181 @@
+// Per-op fs identity: a non-root client reads through the agent only what its own uid could,
+// whether the agent runs as root or as a non-root user with ambient capabilities, and the
+// worker thread is exactly the agent's again after each op.
+#include "fs_identity.hpp"
+
+#include "support/test_env.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/capability.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <thread>
+
+namespace json = boost::json;
+using namespace nsagent;
+using namespace nsagent::test;
+
+namespace {
+
+// "Uid", "Gid", "Groups" and "CapEff" lines of a task's status, as written there.
+std::map<std::string, std::string> identity_of(const std::string& status_path)
+{
+    std::map<std::string, std::string> out;
+    std::ifstream in(status_path);
+    std::string line;
+    while (std::getline(in, line))
+        for (auto key : {"Uid", "Gid", "Groups", "CapEff", "CapPrm"})
+            if (line.rfind(std::string(key) + ":", 0) == 0)
+                out[key] = line.substr(line.find(':') + 1);
+    return out;
+}
+
+std::string task_status(pid_t pid, long tid)
+{
+    return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/status";
+}
+
+// In-process: the switch denies a root-only file to the thread that made it, leaves the
+// process's other threads alone, and restores exactly.
+TEST(ScopedFsIdentity, DeniesWhatTheClientCannotReadAndRestoresExactly)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: switching fs identity needs CAP_SETUID/CAP_SETGID";
+    std::string secret = "/tmp/" + unique_name("secret");
+    {
+        std::ofstream(secret) << "root only\n";
+    }
+    ::chmod(secret.c_str(), 0600);
+    auto main_before = identity_of(task_status(::getpid(), ::gettid()));
+    std::map<std::string, std::string> during_main, worker_before, worker_after;
+    int open_errno = 0;
+    bool restored = false;
+    std::optional<op_error> switch_error;
+    std::thread t([&] {
+        worker_before = identity_of("/proc/thread-self/status");
+        scoped_fs_identity as(client_identity{65534, 65534, {4242}});
+        switch_error = as.error();
+        int fd = ::open(secret.c_str(), O_RDONLY | O_CLOEXEC);
+        open_errno = fd < 0 ? errno : 0;
+        if (fd >= 0)
+            ::close(fd);
+        auto now = current_fs_identity();
+        EXPECT_EQ(now.uid, 65534u);
+        EXPECT_EQ(now.gid, 65534u);
+        EXPECT_EQ(now.groups, std::vector<gid_t>{4242});
+        during_main = identity_of(task_status(::getpid(), ::getpid()));
+        restored = as.restore();
+        worker_after = identity_of("/proc/thread-self/status");
+    });
+    t.join();
+    ::unlink(secret.c_str());
+    ASSERT_FALSE(switch_error) << switch_error->message;
+    EXPECT_EQ(open_errno, EACCES) << "the switched thread must not read a root-only 0600 file";
+    EXPECT_TRUE(restored);
+    EXPECT_EQ(worker_after, worker_before) << "identity and capabilities back to what they were";
+    EXPECT_EQ(during_main, main_before) << "the other threads never change";
+}
+
+// The agent as root (false) and as a non-root user with ambient capabilities (true).
+class FsIdentity : public ::testing::TestWithParam<bool> {
+protected:
+    void SetUp() override
+    {
+        if (!is_root())
+            GTEST_SKIP() << "needs root: mount namespaces and clients of other uids";
+    }
+    std::optional<uid_t> run_as() const { return GetParam() ? std::optional<uid_t>(agent_test_uid) : std::nullopt; }
+    static void open_up(const agent_process& a)
+    {
+        auto dir = a.socket().substr(0, a.socket().rfind('/'));
+        ::chmod(dir.c_str(), 0755);
+        ::chmod(a.socket().c_str(), 0666);
+    }
+    // "ok", or "<code>:<errno name>" for errors.
+    static std::string outcome(const boost::system::result<frame>& f)
+    {
+        if (!f)
+            return "transport";
+        if (f->ok())
+            return "ok";
+        auto& e = f->value.at("error").as_object();
+        auto* n = e.if_contains("errno_name");
+        return f->error_code() + (n ? ":" + std::string(n->as_string()) : std::string());
+    }
+};
+
+TEST_P(FsIdentity, ANonRootClientCannotReadARootOnlyFileAndTheWorkerComesBack)
+{
+    mount_holder m(false);
+    json::array rules{json::object{{"uid", 65534}, {"allow", json::array{"read"}}},
+                      json::object{{"uid", 65533}, {"allow", json::array{"read"}}, {"fs_identity", "agent"}}};
+    agent_process a({{"policy", rules}}, {}, run_as());
+    open_up(a);
+    auto root = a.connect();
+    auto secret = m.dir() + "/secret";
+    ASSERT_TRUE(call(root, "fs.write", pid_ns("mnt", m.pid()),
+                     {{"path", secret}, {"data_b64", "cm9vdCBvbmx5Cg=="}, {"mode", "600"}})
+                    .ok());
+    ASSERT_TRUE(call(root, "fs.read", pid_ns("mnt", m.pid()), {{"path", secret}}).ok()) << "root reads it";
+
+    auto ns = pid_ns("mnt", m.pid());
+    auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
+        out["secret"] = outcome(c.call({{"op", "fs.read"}, {"ns", ns}, {"args", {{"path", secret}}}}, {}, 10000));
+        out["marker"] = outcome(c.call({{"op", "fs.read"}, {"ns", ns}, {"args", {{"path", m.marker()}}}}, {}, 10000));
+        out["stat"] = outcome(c.call({{"op", "fs.stat"}, {"ns", ns}, {"args", {{"path", secret}}}}, {}, 10000));
+    }, a);
+    EXPECT_EQ(r["secret"], "os_error:EACCES") << "through the agent, uid 65534 reads only what it could itself";
+    EXPECT_EQ(r["marker"], "ok") << "a world-readable file still reads";
+    EXPECT_EQ(r["stat"], "ok") << "stat needs only search permission on the directory";
+
+    // A rule with "fs_identity": "agent" reads with the agent's permissions: it is the identity
+    // switch, not something else, that denied the read above.
+    auto as_agent = as_user(65533, 65533, {}, [&](client& c, client_results& out) {
+        out["secret"] = outcome(c.call({{"op", "fs.read"}, {"ns", ns}, {"args", {{"path", secret}}}}, {}, 10000));
+    }, a);
+    EXPECT_EQ(as_agent["secret"], "ok");
+
+    // The worker is the agent's own again: fs ids, groups and capabilities match the I/O thread's.
+    auto st = stats(root);
+    ASSERT_EQ(st.at("workers").as_array().size(), 1u);
+    auto tid = st.at("workers").as_array()[0].at("tid").as_int64();
+    auto worker = identity_of(task_status(a.pid(), tid));
+    auto io = identity_of(task_status(a.pid(), a.pid()));
+    EXPECT_EQ(worker, io);
+    EXPECT_FALSE(worker["Uid"].empty());
+    EXPECT_EQ(stats(root).at("retired").as_object().if_contains("identity_not_restored"), nullptr);
+    // And it still serves root with full rights.
+    EXPECT_TRUE(call(root, "fs.read", ns, {{"path", secret}}).ok());
+}
+
+TEST_P(FsIdentity, FilesAClientCreatesAreItsOwn)
+{
+    mount_holder m(false);
+    agent_process a({{"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read", "write"}}}}}}, {},
+                    run_as());
+    open_up(a);
+    auto ns = pid_ns("mnt", m.pid());
+    auto made = m.dir() + "/made-by-nobody";
+    auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
+        out["write"] = outcome(c.call({{"op", "fs.write"}, {"ns", ns}, {"args", {{"path", made}, {"data_b64", "eA=="}}}}, {}, 10000));
+        out["chown"] = outcome(c.call({{"op", "fs.chown"}, {"ns", ns}, {"args", {{"path", made}, {"uid", 0}}}}, {}, 10000));
+    }, a);
+    EXPECT_EQ(r["write"], "ok") << "tmpfs roots are 1777: anyone may create";
+    EXPECT_EQ(r["chown"], "os_error:EPERM") << "giving a file away needs CAP_CHOWN, which the client lacks";
+    auto root = a.connect();
+    auto st = call(root, "fs.stat", ns, {{"path", made}});
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(u64(st.value.at("result").at("uid")), 65534u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Agent, FsIdentity, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "AsNonRootWithAmbientCaps" : "AsRoot"; });
+
+} // namespace
