@@ -5,10 +5,16 @@
 #include <fnmatch.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
 #include <string>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 // Linux 6.5; Debian 12's headers predate it
+#endif
 
 namespace nsagent {
 namespace {
@@ -105,8 +111,16 @@ peer_identity peer_of(int sock)
     }
     groups.resize(glen / sizeof(gid_t));
     p.groups = std::move(groups);
+    int pidfd = -1;
+    socklen_t plen = sizeof pidfd;
+    if (::getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &plen) == 0 && pidfd >= 0)
+        p.pidfd.reset(pidfd);
     std::ifstream comm("/proc/" + std::to_string(p.pid) + "/comm");
     std::getline(comm, p.comm);
+    // The pid may have been reused between connect and now: with a pidfd, a live client
+    // proves the name is its own. Without one (kernels before 6.5), the name is best effort.
+    if (p.pidfd && ::syscall(SYS_pidfd_send_signal, p.pidfd.get(), 0, nullptr, 0) < 0)
+        p.comm = "?";
     return p;
 }
 

@@ -8,6 +8,7 @@
 #include "op_registry.hpp"
 
 #include "nsagent/error.hpp"
+#include "nsagent/unique_fd.hpp"
 
 #include <sys/types.h>
 
@@ -22,6 +23,9 @@ struct peer_identity {
     gid_t gid = 0;
     std::vector<gid_t> groups; // supplementary, from SO_PEERGROUPS
     std::string comm;          // the client's command name at connect time, for the audit log
+    // SO_PEERPIDFD (Linux 6.5+): the client process itself, immune to pid reuse. It confirms
+    // that `comm` was read from the client and not from a process that later took its pid.
+    unique_fd pidfd;
 };
 
 // The peer credentials of a connected Unix socket.

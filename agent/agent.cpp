@@ -215,7 +215,8 @@ asio::awaitable<void> agent::accept_loop()
         }
         auto c = std::make_shared<connection>(*this, std::move(sock));
         conns_.emplace(c.get(), c);
-        log_event(log_level::debug, "connect", kv("pid", c->peer().pid) + kv("uid", c->peer().uid));
+        log_event(log_level::debug, "connect",
+                  kv("pid", c->peer().pid) + kv("uid", c->peer().uid) + kv("pidfd", c->peer().pidfd ? "yes" : "no"));
         c->start();
     }
 }
@@ -327,9 +328,15 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
         if (auto denied = check_namespace(policy_, c->peer(), h->id))
             return finish(r, *denied);
         // fs ops of other users are checked against their own permissions, on the worker.
-        if (spec->as_client && c->peer().uid != 0)
-            if (auto* rule = match_rule(policy_, c->peer()); rule && !rule->fs_as_agent)
+        // Root's (and "fs_identity": "agent" clients') run as root: a non-root agent (User=
+        // in the unit) must still create root-owned files for them, not files of its own uid.
+        if (spec->as_client) {
+            auto* rule = c->peer().uid != 0 ? match_rule(policy_, c->peer()) : nullptr;
+            if (rule && !rule->fs_as_agent)
                 r->as = client_identity{c->peer().uid, c->peer().gid, c->peer().groups};
+            else if (agent_uid_ != 0)
+                r->as = client_identity{0, 0, {}};
+        }
         if (spec->site == op_site::worker) {
             worker_pool::anchor anchor;
             switch (r->req.ns->by) {

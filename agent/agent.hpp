@@ -17,6 +17,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json/object.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -107,6 +109,7 @@ private:
     audit_log audit_;
     nsagent::policy policy_;  // swapped only here, on the I/O thread; workers never read it
     std::string config_path_;
+    uid_t agent_uid_ = ::geteuid(); // non-root when run as User=nsagent with ambient caps
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

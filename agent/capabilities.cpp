@@ -65,7 +65,16 @@ std::string restrict_capabilities()
             if (std::find(std::begin(kept), std::end(kept), c) == std::end(kept) && CAP_IS_SUPPORTED(c))
                 cap_drop_bound(c);
     } else {
-        warning += std::string(warning.empty() ? "" : "; ") + "no CAP_SETPCAP: the bounding set stays as given";
+        // Started as a non-root user (User= with ambient capabilities): the service manager
+        // already cut the bounding set (CapabilityBoundingSet=) if anything did.
+        bool extra = false;
+        for (cap_value_t c = 0; c <= cap_max_bits() - 1; ++c)
+            if (std::find(std::begin(kept), std::end(kept), c) == std::end(kept) && CAP_IS_SUPPORTED(c) &&
+                cap_get_bound(c) == 1)
+                extra = true;
+        if (extra)
+            warning += std::string(warning.empty() ? "" : "; ") +
+                       "no CAP_SETPCAP: the bounding set stays as given, wider than needed";
     }
     // No ambient capabilities for anything the agent runs (it runs nothing, and must not start).
     cap_reset_ambient();

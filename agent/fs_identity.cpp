@@ -78,6 +78,9 @@ scoped_fs_identity::scoped_fs_identity(const client_identity& who)
         return;
     }
 
+    // Root keeps the capabilities root has; everyone else loses what bypasses permissions.
+    if (who.uid == 0)
+        return;
     cap_t without = cap_dup(before);
     if (!without) {
         fail(errno, "cap_dup");
@@ -99,12 +102,13 @@ bool scoped_fs_identity::restore() noexcept
         return restored_ok_;
     active_ = false;
     auto before = static_cast<cap_t>(caps_);
-    // Capabilities first: the kernel raises fs capabilities again when fsuid returns to 0, but a
-    // non-root agent gets nothing back from setfsuid.
-    bool ok = cap_set_proc(before) == 0;
-    ok = thread_setgroups(groups_) == 0 && ok;
+    // Ids first, capabilities last: setfsuid itself edits the effective set (fs capabilities
+    // are dropped when fsuid leaves 0 and raised when it returns), so only a capset after it
+    // leaves exactly the saved set. CAP_SETUID and CAP_SETGID were never dropped.
+    bool ok = thread_setgroups(groups_) == 0;
     ::setfsgid(fsgid_);
     ::setfsuid(fsuid_);
+    ok = cap_set_proc(before) == 0 && ok;
     // Check, do not trust: a thread that serves the next client must be exactly what it was.
     ok = ok && fsuid_now() == fsuid_ && fsgid_now() == fsgid_ && thread_groups() == groups_;
     if (cap_t now = cap_get_proc()) {

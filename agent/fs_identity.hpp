@@ -21,7 +21,8 @@ struct client_identity {
     std::vector<gid_t> groups;
 };
 
-// Switches the calling thread to `who` on construction and back on restore() (or destruction).
+// Switches the calling thread to `who` on construction (uid 0: fsuid/fsgid 0 with the thread's
+// capabilities kept, which is how a non-root agent acts for root clients) and back on restore() (or destruction).
 // Why all four steps: with CAP_DAC_OVERRIDE in the effective set setfsuid restricts nothing, and
 // a non-root agent (ambient caps) keeps its effective set across setfsuid, since the kernel only
 // drops fs capabilities when fsuid leaves 0.

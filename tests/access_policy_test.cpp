@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -232,6 +233,22 @@ TEST_F(Policy, SighupReloadsThePolicyForTheNextRequestAndABrokenConfigKeepsTheOl
                                  {"3-after-broken", ""}}));
     EXPECT_NE(a.log().find("unknown key"), std::string::npos) << "the log says why the new config was rejected";
     EXPECT_TRUE(call(root, "agent.ping").ok()) << "connections survive reloads";
+}
+
+// On 6.5+ kernels the agent holds a pidfd of each client (SO_PEERPIDFD) next to SO_PEERCRED.
+TEST(PeerCredentials, APidfdOfTheClientIsTakenWhereTheKernelHasIt)
+{
+    utsname u{};
+    ::uname(&u);
+    int major = 0, minor = 0;
+    std::sscanf(u.release, "%d.%d", &major, &minor);
+    agent_process a;
+    auto c = a.connect();
+    ASSERT_TRUE(call(c, "agent.ping").ok());
+    std::string expect = (major > 6 || (major == 6 && minor >= 5)) ? "pidfd=yes" : "pidfd=no";
+    EXPECT_TRUE(wait_until([&] {
+        return a.log().find("event=connect pid=" + std::to_string(::getpid()) + " uid=0 " + expect) != std::string::npos;
+    })) << "kernel " << u.release << "\n" << a.log();
 }
 
 TEST(CheckConfig, ValidatesAndPrintsTheEffectivePolicy)

@@ -173,6 +173,16 @@ TEST_P(FsIdentity, FilesAClientCreatesAreItsOwn)
     auto st = call(root, "fs.stat", ns, {{"path", made}});
     ASSERT_TRUE(st.ok());
     EXPECT_EQ(u64(st.value.at("result").at("uid")), 65534u);
+    // Root's files are root's, also when the agent itself is not root.
+    auto roots = m.dir() + "/made-by-root";
+    ASSERT_TRUE(call(root, "fs.write", ns, {{"path", roots}, {"data_b64", "eA=="}}).ok());
+    ASSERT_TRUE(call(root, "fs.mkdir", ns, {{"path", roots + ".d"}}).ok());
+    for (auto p : {roots, roots + ".d"}) {
+        auto rs = call(root, "fs.stat", ns, {{"path", p}});
+        ASSERT_TRUE(rs.ok());
+        EXPECT_EQ(u64(rs.value.at("result").at("uid")), 0u) << p;
+        EXPECT_EQ(u64(rs.value.at("result").at("gid")), 0u) << p;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Agent, FsIdentity, ::testing::Values(false, true),
