@@ -317,7 +317,9 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
     c->track(r);
 
     if (spec->ns == ns_need::required) {
-        auto h = resolve(*r->req.ns, r->fds);
+        auto h = resolve_known(*r->req.ns);
+        if (!h)
+            h = resolve(*r->req.ns, r->fds);
         if (!h)
             return finish(r, h.error());
         if (spec->type && h->id.type != *spec->type)
@@ -351,6 +353,25 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
         }
     }
     run_inline(r, c);
+}
+
+boost::system::result<ns_handle, op_error> agent::resolve_known(const selector& s) const
+{
+    // A name or path of a namespace that already has a worker needs no fd: one stat(2) gives
+    // its identity, and the live worker (which verified that identity on the namespace itself
+    // when it started) proves the file is that namespace. nsfs inode numbers are unique
+    // across types on their device, so a match cannot be a file of another kind. This saves
+    // the open, the NS_GET_NSTYPE ioctl and the close of every later request by name.
+    if ((s.by != selector::form::name && s.by != selector::form::path) || !s.type)
+        return agent_failure(errc::ns_not_found, "");
+    std::string path = s.by == selector::form::name ? "/run/netns/" + s.text : s.text;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) < 0)
+        return agent_failure(errc::ns_not_found, "");
+    ns_id id{*s.type, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+    if (!pool_.find(id))
+        return agent_failure(errc::ns_not_found, "");
+    return ns_handle{id, {}, {}};
 }
 
 void agent::run_inline(const request_ptr& r, const std::shared_ptr<connection>& c)

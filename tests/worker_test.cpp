@@ -225,3 +225,27 @@ TEST_F(WorkerPool, IdleWorkersRetireAndLruMakesRoomAtTheCap)
 }
 
 } // namespace
+
+namespace {
+
+// The fast path for names of namespaces that already have a worker (one stat, no open) must
+// never send a request to the old namespace once the name points at a new one.
+TEST(ResolveByName, ANameReusedForANewNamespaceReachesTheNewOne)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: network namespaces";
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto first = call(c, "ns.ping", net_ns(n.name()));
+    ASSERT_TRUE(first.ok());
+    auto old_ino = u64(first.value.at("result").at("ino"));
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok()); // served through the fast path
+    ASSERT_EQ(sh("ip netns del " + n.name() + " && ip netns add " + n.name()), 0);
+    auto again = call(c, "ns.ping", net_ns(n.name()));
+    ASSERT_TRUE(again.ok());
+    EXPECT_NE(u64(again.value.at("result").at("ino")), old_ino) << "the name now names another namespace";
+    EXPECT_EQ(u64(again.value.at("result").at("ino")), n.ino());
+}
+
+} // namespace
