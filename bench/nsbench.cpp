@@ -17,6 +17,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "nsagent/scm_rights.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -107,29 +109,17 @@ public:
     }
     void send(const std::string& line, int pass_fd = -1)
     {
-        iovec iov{const_cast<char*>(line.data()), line.size()};
-        msghdr m{};
-        m.msg_iov = &iov;
-        m.msg_iovlen = 1;
-        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-        if (pass_fd >= 0) {
-            m.msg_control = ctl;
-            m.msg_controllen = sizeof ctl;
-            auto* c = CMSG_FIRSTHDR(&m);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-        }
-        std::size_t off = 0;
-        while (off < line.size()) {
-            iov = {const_cast<char*>(line.data() + off), line.size() - off};
-            ssize_t n = ::sendmsg(fd_, &m, MSG_NOSIGNAL);
-            if (n <= 0)
+        // The fd goes with the first byte; the rest of the line follows without it.
+        std::string_view rest = line;
+        int one[] = {pass_fd};
+        std::span<const int> fds = pass_fd >= 0 ? std::span<const int>(one) : std::span<const int>();
+        while (!rest.empty()) {
+            boost::system::error_code ec;
+            auto n = nsagent::send_with_fds(fd_, rest, fds, 0, ec);
+            if (ec || n == 0)
                 die("send");
-            off += static_cast<std::size_t>(n);
-            m.msg_control = nullptr;
-            m.msg_controllen = 0;
+            rest.remove_prefix(n);
+            fds = {};
         }
     }
     const std::string& read_line()
@@ -317,20 +307,9 @@ std::vector<int> make_netns_fds(std::size_t n)
             if (::unshare(CLONE_NEWNET) < 0)
                 ::_exit(1);
             int fd = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-            char byte = 'n';
-            iovec iov{&byte, 1};
-            alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-            msghdr m{};
-            m.msg_iov = &iov;
-            m.msg_iovlen = 1;
-            m.msg_control = ctl;
-            m.msg_controllen = sizeof ctl;
-            auto* c = CMSG_FIRSTHDR(&m);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-            if (::sendmsg(sp[1], &m, 0) != 1)
+            int one[] = {fd};
+            boost::system::error_code ec;
+            if (nsagent::send_with_fds(sp[1], "n", one, 0, ec) != 1)
                 ::_exit(1);
             ::close(fd);
         }
@@ -341,18 +320,11 @@ std::vector<int> make_netns_fds(std::size_t n)
     fds.reserve(n);
     while (fds.size() < n) {
         char byte;
-        iovec iov{&byte, 1};
-        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-        msghdr m{};
-        m.msg_iov = &iov;
-        m.msg_iovlen = 1;
-        m.msg_control = ctl;
-        m.msg_controllen = sizeof ctl;
-        if (::recvmsg(sp[0], &m, MSG_CMSG_CLOEXEC) != 1)
+        std::vector<nsagent::unique_fd> got;
+        boost::system::error_code ec;
+        if (nsagent::recv_with_fds(sp[0], {&byte, 1}, got, 0, ec) != 1 || got.size() != 1)
             break;
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
-        fds.push_back(fd);
+        fds.push_back(got[0].release());
     }
     ::close(sp[0]);
     ::waitpid(pid, nullptr, 0);
