@@ -778,7 +778,7 @@ int main(int argc, char** argv)
             for (auto& r : rows)
                 d << i++ << " \"" << r.name << "\" " << median(r.p50) << "\n";
             d.close();
-            std::string plot = "set terminal svg size 900,500; set output '" + o.chart_path +
+            std::string plot = "set terminal svg size 900,620; set bmargin 14; set output '" + o.chart_path +
                                "'; set style fill solid; set boxwidth 0.6; set logscale y; set ylabel 'p50 latency (us, log)';"
                                " set xtics rotate by -30; unset key; set title 'nsbench: p50 per request, same run';"
                                " plot '" + data + "' using 1:3:xtic(2) with boxes";
