@@ -317,9 +317,8 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
     c->track(r);
 
     if (spec->ns == ns_need::required) {
-        auto h = resolve_known(*r->req.ns);
-        if (!h)
-            h = resolve(*r->req.ns, r->fds);
+        auto known = resolve_known(*r->req.ns);
+        auto h = known ? boost::system::result<ns_handle, op_error>(std::move(*known)) : resolve(*r->req.ns, r->fds);
         if (!h)
             return finish(r, h.error());
         if (spec->type && h->id.type != *spec->type)
@@ -355,7 +354,7 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
     run_inline(r, c);
 }
 
-boost::system::result<ns_handle, op_error> agent::resolve_known(const selector& s) const
+std::optional<ns_handle> agent::resolve_known(const selector& s) const
 {
     // A name or path of a namespace that already has a worker needs no fd: one stat(2) gives
     // its identity, and the live worker (which verified that identity on the namespace itself
@@ -363,14 +362,14 @@ boost::system::result<ns_handle, op_error> agent::resolve_known(const selector& 
     // across types on their device, so a match cannot be a file of another kind. This saves
     // the open, the NS_GET_NSTYPE ioctl and the close of every later request by name.
     if ((s.by != selector::form::name && s.by != selector::form::path) || !s.type)
-        return agent_failure(errc::ns_not_found, "");
+        return std::nullopt;
     std::string path = s.by == selector::form::name ? "/run/netns/" + s.text : s.text;
     struct stat st {};
     if (::stat(path.c_str(), &st) < 0)
-        return agent_failure(errc::ns_not_found, "");
+        return std::nullopt;
     ns_id id{*s.type, static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
     if (!pool_.find(id))
-        return agent_failure(errc::ns_not_found, "");
+        return std::nullopt;
     return ns_handle{id, {}, {}};
 }
 

@@ -80,8 +80,9 @@ public:
 
 private:
     void run_inline(const request_ptr& r, const std::shared_ptr<connection>& c);
-    // The identity of a name or path selector whose namespace already has a worker, or an error.
-    boost::system::result<ns_handle, op_error> resolve_known(const selector& s) const;
+    // The identity of a name or path selector whose namespace already has a worker; empty
+    // otherwise (then resolve() opens it).
+    std::optional<ns_handle> resolve_known(const selector& s) const;
     void wait_for_signal();
     void reload_policy();
     void complete(const request_ptr& r);

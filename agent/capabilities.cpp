@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 namespace nsagent {
 namespace {
@@ -57,22 +58,21 @@ std::string restrict_capabilities()
     if (!warning.empty())
         warning = "started without " + warning + "; the ops that need them will fail with EPERM";
 
+    // Capabilities the kernel has and the agent does not keep.
+    std::vector<cap_value_t> others;
+    for (cap_value_t c = 0; c <= cap_max_bits() - 1; ++c)
+        if (std::find(std::begin(kept), std::end(kept), c) == std::end(kept) && CAP_IS_SUPPORTED(c))
+            others.push_back(c);
     // The bounding set first, while CAP_SETPCAP is still effective.
     cap_flag_value_t setpcap = CAP_CLEAR;
     cap_get_flag(now.get(), CAP_SETPCAP, CAP_EFFECTIVE, &setpcap);
     if (setpcap == CAP_SET) {
-        for (cap_value_t c = 0; c <= cap_max_bits() - 1; ++c)
-            if (std::find(std::begin(kept), std::end(kept), c) == std::end(kept) && CAP_IS_SUPPORTED(c))
-                cap_drop_bound(c);
+        for (cap_value_t c : others)
+            cap_drop_bound(c);
     } else {
         // Started as a non-root user (User= with ambient capabilities): the service manager
         // already cut the bounding set (CapabilityBoundingSet=) if anything did.
-        bool extra = false;
-        for (cap_value_t c = 0; c <= cap_max_bits() - 1; ++c)
-            if (std::find(std::begin(kept), std::end(kept), c) == std::end(kept) && CAP_IS_SUPPORTED(c) &&
-                cap_get_bound(c) == 1)
-                extra = true;
-        if (extra)
+        if (std::any_of(others.begin(), others.end(), [](cap_value_t c) { return cap_get_bound(c) == 1; }))
             warning += std::string(warning.empty() ? "" : "; ") +
                        "no CAP_SETPCAP: the bounding set stays as given, wider than needed";
     }

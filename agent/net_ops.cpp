@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <libmnl/libmnl.h>
+#include <net/if.h>
 #include <linux/if.h>
 #include <linux/if_arp.h>
 #include <linux/icmpv6.h>
@@ -475,12 +476,15 @@ std::optional<prefix> parse_prefix(std::string_view text, bool allow_default)
     return p;
 }
 
-boost::system::result<int, op_error> ifindex_of(const std::vector<link>& links, const std::string& name)
+// One SIOCGIFINDEX on a socket glibc opens on this thread, so in the worker's namespace; a
+// mutation of one link has no use for a dump of every link.
+boost::system::result<int, op_error> ifindex_of(const std::string& name)
 {
-    for (auto& l : links)
-        if (l.ifname == name)
-            return l.ifindex;
-    return os_failure(ENODEV, "no link named \"" + name + "\" in this namespace");
+    if (unsigned i = ::if_nametoindex(name.c_str()))
+        return static_cast<int>(i);
+    if (errno == ENODEV)
+        return os_failure(ENODEV, "no link named \"" + name + "\" in this namespace");
+    return os_failure(errno, "if_nametoindex " + name);
 }
 
 nlmsghdr* change_request(netlink_socket& nl, std::uint16_t type, std::uint16_t flags, std::size_t extra)
@@ -510,13 +514,13 @@ op_result link_set_op(op_context& c)
         return agent_failure(errc::bad_request, "\"args.mtu\" must be a positive integer");
     if (!up && !mtu)
         return agent_failure(errc::bad_request, "nothing to change: give \"up\" and/or \"mtu\"");
-    auto view = links_of(c);
-    if (!view)
-        return view.error();
-    auto index = ifindex_of(view->links, *name);
+    auto nl = rtnl(c);
+    if (!nl)
+        return nl.error();
+    auto index = ifindex_of(*name);
     if (!index)
         return index.error();
-    auto* nlh = change_request(*view->nl, RTM_NEWLINK, 0, sizeof(ifinfomsg));
+    auto* nlh = change_request(**nl, RTM_NEWLINK, 0, sizeof(ifinfomsg));
     auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_get_payload(nlh));
     ifi->ifi_family = AF_UNSPEC;
     ifi->ifi_index = *index;
@@ -530,7 +534,7 @@ op_result link_set_op(op_context& c)
         mnl_attr_put_u32(nlh, IFLA_MTU, static_cast<std::uint32_t>(mtu->get_int64()));
         changed["mtu"] = mtu->get_int64();
     }
-    if (auto err = ack(*view->nl, nlh, "RTM_NEWLINK " + *name))
+    if (auto err = ack(**nl, nlh, "RTM_NEWLINK " + *name))
         return *err;
     return json::object{{"ifname", *name}, {"changed", std::move(changed)}};
 }
@@ -546,13 +550,13 @@ op_result addr_change(op_context& c, bool add)
     auto p = parse_prefix(*text, false);
     if (!p)
         return agent_failure(errc::bad_request, "\"args.address\" must be an address with a prefix length, e.g. 10.1.0.2/24");
-    auto view = links_of(c);
-    if (!view)
-        return view.error();
-    auto index = ifindex_of(view->links, *name);
+    auto nl = rtnl(c);
+    if (!nl)
+        return nl.error();
+    auto index = ifindex_of(*name);
     if (!index)
         return index.error();
-    auto* nlh = change_request(*view->nl, add ? RTM_NEWADDR : RTM_DELADDR, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+    auto* nlh = change_request(**nl, add ? RTM_NEWADDR : RTM_DELADDR, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
                                sizeof(ifaddrmsg));
     auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_get_payload(nlh));
     ifa->ifa_family = static_cast<unsigned char>(p->family);
@@ -560,7 +564,7 @@ op_result addr_change(op_context& c, bool add)
     ifa->ifa_index = static_cast<unsigned>(*index);
     mnl_attr_put(nlh, IFA_LOCAL, p->size(), p->bytes);
     mnl_attr_put(nlh, IFA_ADDRESS, p->size(), p->bytes);
-    if (auto err = ack(*view->nl, nlh, std::string(add ? "RTM_NEWADDR " : "RTM_DELADDR ") + *text + " dev " + *name))
+    if (auto err = ack(**nl, nlh, std::string(add ? "RTM_NEWADDR " : "RTM_DELADDR ") + *text + " dev " + *name))
         return *err;
     return json::object{{"ifname", *name}, {"address", *text}, {add ? "added" : "deleted", true}};
 }
@@ -588,14 +592,14 @@ op_result route_change(op_context& c, bool add)
     auto table = table_arg(c);
     if (!table)
         return table.error();
-    auto view = links_of(c);
-    if (!view)
-        return view.error();
+    auto nl = rtnl(c);
+    if (!nl)
+        return nl.error();
     std::optional<int> oif;
     if (auto* d = c.req.args.if_contains("dev"); d && !d->is_null()) {
         if (!d->is_string())
             return agent_failure(errc::bad_request, "\"args.dev\" must be a link name");
-        auto index = ifindex_of(view->links, std::string(d->get_string()));
+        auto index = ifindex_of(std::string(d->get_string()));
         if (!index)
             return index.error();
         oif = *index;
@@ -603,7 +607,7 @@ op_result route_change(op_context& c, bool add)
     if (!gw && !oif)
         return agent_failure(errc::bad_request, "a route needs \"gateway\" or \"dev\"");
 
-    auto* nlh = change_request(*view->nl, add ? RTM_NEWROUTE : RTM_DELROUTE, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+    auto* nlh = change_request(**nl, add ? RTM_NEWROUTE : RTM_DELROUTE, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
                                sizeof(rtmsg));
     auto* rt = static_cast<rtmsg*>(mnl_nlmsg_get_payload(nlh));
     rt->rtm_family = static_cast<unsigned char>(family);
@@ -622,7 +626,7 @@ op_result route_change(op_context& c, bool add)
         mnl_attr_put(nlh, RTA_GATEWAY, gw->size(), gw->bytes);
     if (oif)
         mnl_attr_put_u32(nlh, RTA_OIF, static_cast<std::uint32_t>(*oif));
-    if (auto err = ack(*view->nl, nlh, std::string(add ? "RTM_NEWROUTE " : "RTM_DELROUTE ") + *dst_text))
+    if (auto err = ack(**nl, nlh, std::string(add ? "RTM_NEWROUTE " : "RTM_DELROUTE ") + *dst_text))
         return *err;
     json::object out{{"dst", *dst_text}, {add ? "added" : "deleted", true}};
     if (gw)

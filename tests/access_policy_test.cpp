@@ -33,13 +33,6 @@ protected:
         if (!is_root())
             GTEST_SKIP() << "needs root: other uids' clients are forked from a root test";
     }
-    // Other users must reach the test agent's socket at all; the policy is what is tested.
-    static void open_up(const agent_process& a)
-    {
-        auto dir = a.socket().substr(0, a.socket().rfind('/'));
-        ::chmod(dir.c_str(), 0755);
-        ::chmod(a.socket().c_str(), 0666);
-    }
     static void record(client& c, client_results& out, const std::string& label, json::object req)
     {
         auto f = c.call(std::move(req), {}, 10000);
@@ -51,7 +44,7 @@ TEST_F(Policy, AUidWithoutARuleIsDeniedEverythingAndNoWorkerStarts)
 {
     netns n;
     agent_process a;
-    open_up(a);
+    open_to_everyone(a);
     auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "ping", {{"op", "agent.ping"}});
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
@@ -69,7 +62,7 @@ TEST_F(Policy, AReadRuleReadsButNeitherWritesNorGetsFds)
 {
     netns n;
     agent_process a({{"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read"}}}}}});
-    open_up(a);
+    open_to_everyone(a);
     auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "ping", {{"op", "agent.ping"}});
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
@@ -83,7 +76,7 @@ TEST_F(Policy, AGroupRuleMatchesThroughASupplementaryGroup)
 {
     netns n;
     agent_process a({{"policy", json::array{json::object{{"gid", 4242}, {"allow", json::array{"read"}}}}}});
-    open_up(a);
+    open_to_everyone(a);
     auto r = as_user(65534, 65534, {4242}, [&](client& c, client_results& out) {
         record(c, out, "ns.ping", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
     }, a);
@@ -102,7 +95,7 @@ TEST_F(Policy, ANameNarrowedRuleCannotReachTheHostByAnyRoute)
     holder unnamed("exec unshare -n sh -c 'echo ready; exec sleep 600'");
     agent_process a({{"policy", json::array{json::object{
                                     {"uid", 65534}, {"allow", json::array{"read"}}, {"namespaces", json::array{"name:nsat-*"}}}}}});
-    open_up(a);
+    open_to_everyone(a);
     auto agent_net = "/proc/" + std::to_string(a.pid()) + "/ns/net";
     auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
         record(c, out, "named", {{"op", "ns.ping"}, {"ns", net_ns(n.name())}});
@@ -146,7 +139,7 @@ TEST_F(Policy, TheAuditLogRecordsMutationsFdsAndDenialsWithTheRightUid)
     netns n;
     std::string log = "/tmp/" + unique_name("audit") + ".log";
     agent_process a({{"audit", log}, {"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read"}}}}}});
-    open_up(a);
+    open_to_everyone(a);
     auto c = a.connect();
     ASSERT_TRUE(call(c, "ns.ping", net_ns(n.name())).ok()); // read: not audited
     ASSERT_TRUE(call(c, "net.sysctl_set", net_ns(n.name()), {{"name", "net.ipv4.ip_forward"}, {"value", 1}}).ok());
@@ -194,7 +187,7 @@ TEST_F(Policy, SighupReloadsThePolicyForTheNextRequestAndABrokenConfigKeepsTheOl
 {
     netns n;
     agent_process a; // no rules: only root
-    open_up(a);
+    open_to_everyone(a);
     auto root = a.connect();
     ASSERT_TRUE(call(root, "agent.ping").ok());
     int ready[2], go[2];

@@ -17,13 +17,11 @@ namespace {
 
 std::map<std::string, std::uint64_t> cap_fields(const std::string& status_path)
 {
+    auto all = status_fields(status_path);
     std::map<std::string, std::uint64_t> out;
-    std::ifstream in(status_path);
-    std::string line;
-    while (std::getline(in, line))
-        for (auto key : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
-            if (line.rfind(std::string(key) + ":", 0) == 0)
-                out[key] = std::stoull(line.substr(line.find(':') + 1), nullptr, 16);
+    for (auto key : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
+        if (all.contains(key))
+            out[key] = std::stoull(all[key], nullptr, 16);
     return out;
 }
 

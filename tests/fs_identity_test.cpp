@@ -24,16 +24,13 @@ using namespace nsagent::test;
 
 namespace {
 
-// "Uid", "Gid", "Groups" and "CapEff" lines of a task's status, as written there.
+// The identity and capability lines of a task's status, as written there.
 std::map<std::string, std::string> identity_of(const std::string& status_path)
 {
+    auto all = status_fields(status_path);
     std::map<std::string, std::string> out;
-    std::ifstream in(status_path);
-    std::string line;
-    while (std::getline(in, line))
-        for (auto key : {"Uid", "Gid", "Groups", "CapEff", "CapPrm"})
-            if (line.rfind(std::string(key) + ":", 0) == 0)
-                out[key] = line.substr(line.find(':') + 1);
+    for (auto key : {"Uid", "Gid", "Groups", "CapEff", "CapPrm"})
+        out[key] = all[key];
     return out;
 }
 
@@ -92,12 +89,6 @@ protected:
             GTEST_SKIP() << "needs root: mount namespaces and clients of other uids";
     }
     std::optional<uid_t> run_as() const { return GetParam() ? std::optional<uid_t>(agent_test_uid) : std::nullopt; }
-    static void open_up(const agent_process& a)
-    {
-        auto dir = a.socket().substr(0, a.socket().rfind('/'));
-        ::chmod(dir.c_str(), 0755);
-        ::chmod(a.socket().c_str(), 0666);
-    }
     // "ok", or "<code>:<errno name>" for errors.
     static std::string outcome(const boost::system::result<frame>& f)
     {
@@ -117,7 +108,7 @@ TEST_P(FsIdentity, ANonRootClientCannotReadARootOnlyFileAndTheWorkerComesBack)
     json::array rules{json::object{{"uid", 65534}, {"allow", json::array{"read"}}},
                       json::object{{"uid", 65533}, {"allow", json::array{"read"}}, {"fs_identity", "agent"}}};
     agent_process a({{"policy", rules}}, {}, run_as());
-    open_up(a);
+    open_to_everyone(a);
     auto root = a.connect();
     auto secret = m.dir() + "/secret";
     ASSERT_TRUE(call(root, "fs.write", pid_ns("mnt", m.pid()),
@@ -160,7 +151,7 @@ TEST_P(FsIdentity, FilesAClientCreatesAreItsOwn)
     mount_holder m(false);
     agent_process a({{"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read", "write"}}}}}}, {},
                     run_as());
-    open_up(a);
+    open_to_everyone(a);
     auto ns = pid_ns("mnt", m.pid());
     auto made = m.dir() + "/made-by-nobody";
     auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {

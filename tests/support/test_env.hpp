@@ -129,4 +129,11 @@ using client_results = std::map<std::string, std::string>;
 client_results as_user(uid_t uid, gid_t gid, std::vector<gid_t> groups,
                        const std::function<void(nsagent::client&, client_results&)>& body, const agent_process& a);
 
+// Lets other users reach the agent's socket (its folder 0755, the socket 0666), so that the
+// policy, not the file mode, is what a test of other uids exercises.
+void open_to_everyone(const agent_process& a);
+
+// The "Key:\tvalue" lines of a /proc status file, value text as written (whitespace trimmed).
+std::map<std::string, std::string> status_fields(const std::string& path);
+
 } // namespace nsagent::test
