@@ -1,6 +1,8 @@
 // Dispatch, the single final-reply path, the listener, and drain on stop.
 #include "agent.hpp"
 
+#include "bound_session.hpp"
+
 #include "connection.hpp"
 #include "log.hpp"
 #include "service_manager.hpp"
@@ -328,16 +330,8 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
         r->ns = h->id;
         if (auto denied = check_namespace(policy_, c->peer(), h->id))
             return finish(r, *denied);
-        // fs ops of other users are checked against their own permissions, on the worker.
-        // Root's (and "fs_identity": "agent" clients') run as root: a non-root agent (User=
-        // in the unit) must still create root-owned files for them, not files of its own uid.
-        if (spec->as_client) {
-            auto* rule = c->peer().uid != 0 ? match_rule(policy_, c->peer()) : nullptr;
-            if (rule && !rule->fs_as_agent)
-                r->as = client_identity{c->peer().uid, c->peer().gid, c->peer().groups};
-            else if (agent_uid_ != 0)
-                r->as = client_identity{0, 0, {}};
-        }
+        if (spec->as_client)
+            r->as = fs_identity_for(c->peer());
         if (spec->site == op_site::worker) {
             worker_pool::anchor anchor;
             switch (r->req.ns->by) {
@@ -371,6 +365,77 @@ std::optional<ns_handle> agent::resolve_known(const selector& s) const
     if (!pool_.find(id))
         return std::nullopt;
     return ns_handle{id, {}, {}};
+}
+
+std::optional<client_identity> agent::fs_identity_for(const peer_identity& who) const
+{
+    // fs ops of other users are checked against their own permissions, on the worker. Root's
+    // (and "fs_identity": "agent" clients') run as root: a non-root agent (User= in the unit)
+    // must still create root-owned files for them, not files of its own uid.
+    auto* rule = who.uid != 0 ? match_rule(policy_, who) : nullptr;
+    if (rule && !rule->fs_as_agent)
+        return client_identity{who.uid, who.gid, who.groups};
+    if (agent_uid_ != 0)
+        return client_identity{0, 0, {}};
+    return std::nullopt;
+}
+
+void agent::bind_connection(const request_ptr& r)
+{
+    auto c = r->conn.lock();
+    if (!c || !c->is_open())
+        return finish(r, *r->result); // nobody left to bind
+    if (c->inflight_count() > 1)
+        return finish(r, agent_failure(errc::bad_request,
+                                       "needs every earlier request on this connection answered first; " +
+                                           std::to_string(c->inflight_count() - 1) + " still in flight"));
+    auto* found = pool_.find(*r->ns);
+    if (!found)
+        return finish(r, agent_failure(errc::ns_not_found, "the namespace's worker retired before the bind completed"));
+    worker_pool::worker_ptr w = *found;
+
+    // What the client may do there is fixed now, from the policy in force.
+    bound_grant grant;
+    const peer_identity& who = c->peer();
+    if (who.uid != 0)
+        if (auto* rule = match_rule(policy_, who))
+            grant.allow = rule->allow;
+    grant.as = fs_identity_for(who);
+    auto audited = std::make_shared<peer_identity>();
+    audited->pid = who.pid;
+    audited->uid = who.uid;
+    audited->gid = who.gid;
+    audited->groups = who.groups;
+    audited->comm = who.comm;
+    std::string ns_text = to_string(w->id());
+    grant.audit = [this, audited, ns_text](std::string_view op, std::string_view result) {
+        asio::post(io_, [this, audited, ns_text, op = std::string(op), result = std::string(result)] {
+            audit_.record(*audited, op, ns_text, result);
+        });
+    };
+
+    c->hand_over_after_reply([this, w, grant = std::move(grant), husk = c.get()](unique_fd sock, frame_reader rest) mutable {
+        // The worker may have retired while the reply was written: then the client sees the
+        // connection close, as it would had the namespace gone a moment later.
+        if (w->current() != ns_worker::state::ready || pool_.find(w->id()) == nullptr || *pool_.find(w->id()) != w) {
+            connection_closed(husk);
+            return;
+        }
+        ++w->active; // a bound connection keeps its worker from idling out or LRU eviction
+        ++bound_sessions_;
+        auto on_end = [this, w, husk] {
+            asio::post(io_, [this, w, husk] {
+                if (w->active > 0)
+                    --w->active;
+                w->last_used = clock::now();
+                --bound_sessions_;
+                connection_closed(husk);
+            });
+        };
+        w->adopt(std::make_shared<bound_session>(*w, ops_, std::move(sock), std::move(rest), std::move(grant),
+                                                 std::move(on_end)));
+    });
+    finish(r, *r->result, std::move(r->reply_fds));
 }
 
 void agent::run_inline(const request_ptr& r, const std::shared_ptr<connection>& c)
@@ -559,6 +624,7 @@ json::object agent::stats() const
         retired[k] = v;
     o["retired"] = std::move(retired);
     o["connections"] = conns_.size();
+    o["bound_connections"] = bound_sessions_;
     o["connections_accepted"] = accepted_;
     o["inflight"] = inflight_total();
     std::size_t unsent = 0;

@@ -53,6 +53,8 @@ public:
 
     // From a connection: a parsed request with the fds that came with it.
     void dispatch(const std::shared_ptr<connection>& c, request&& rq, std::vector<unique_fd> fds);
+    // agent.bind, after its worker half: answers it and hands the connection to the worker.
+    void bind_connection(const request_ptr& r);
     // The request's deadline passed.
     void on_deadline(const request_ptr& r);
     // agent.cancel: answers `r` cancelled if it has no final reply yet.
@@ -85,6 +87,8 @@ private:
     std::optional<ns_handle> resolve_known(const selector& s) const;
     void wait_for_signal();
     void reload_policy();
+    // The fs identity `who`'s fs ops run with (see fs_identity.hpp); empty: the thread's own.
+    std::optional<client_identity> fs_identity_for(const peer_identity& who) const;
     void complete(const request_ptr& r);
     void send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds);
     std::size_t inflight_total() const;
@@ -112,7 +116,8 @@ private:
     audit_log audit_;
     nsagent::policy policy_;  // swapped only here, on the I/O thread; workers never read it
     std::string config_path_;
-    uid_t agent_uid_ = ::geteuid(); // non-root when run as User=nsagent with ambient caps
+    uid_t agent_uid_ = ::geteuid();
+    std::uint64_t bound_sessions_ = 0; // connections handed to their worker (agent.bind) // non-root when run as User=nsagent with ambient caps
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

@@ -1,4 +1,5 @@
-// agent.*: handshake, liveness, statistics and cancellation. These run on the I/O thread.
+// agent.*: handshake, liveness, statistics and cancellation, which run on the I/O thread, and
+// agent.bind, which proves its namespace's worker first.
 #include "agent.hpp"
 #include "connection.hpp"
 #include "op_registry.hpp"
@@ -47,6 +48,18 @@ op_result cancel(op_context& c)
     return json::object{{"cancelled", cancelled}};
 }
 
+// agent.bind's worker half: runs on the namespace's worker, so the bind is answered only once a
+// worker serves the namespace. The handover happens in bind_then, on the I/O thread.
+op_result bind_here(op_context& c)
+{
+    return json::object{{"bound", to_string(c.worker->target)}, {"tid", c.worker->tid}};
+}
+
+void bind_then(agent& a, const std::shared_ptr<pending_request>& r)
+{
+    a.bind_connection(r);
+}
+
 } // namespace
 
 void register_agent_ops(op_registry& r)
@@ -56,6 +69,7 @@ void register_agent_ops(op_registry& r)
     r.add({"agent.stats", op_class::read, op_site::loop, ns_need::none, {}, &stats});
     r.add({"agent.metrics", op_class::read, op_site::loop, ns_need::none, {}, &metrics});
     r.add({"agent.cancel", op_class::read, op_site::loop, ns_need::none, {}, &cancel});
+    r.add({"agent.bind", op_class::read, op_site::worker, ns_need::required, {}, &bind_here, &bind_then});
 }
 
 } // namespace nsagent

@@ -96,6 +96,8 @@ void connection::deliver(const pending_request& r, std::string frame, std::vecto
     auto it = inflight_.find(key(r.req.id));
     if (it != inflight_.end() && it->second.req.get() == &r)
         inflight_.erase(it); // destroying the timer cancels it
+    if (bind_pending_ && !handover_ && r.req.op == "agent.bind")
+        bind_pending_ = false; // the bind failed: the connection stays with the I/O thread
     send(std::move(frame), std::move(fds));
     if (!read_blocked())
         read_gate_.cancel();
@@ -113,7 +115,7 @@ void connection::send(std::string frame, std::vector<unique_fd> fds)
 
 bool connection::read_blocked() const
 {
-    return inflight_.size() >= agent_.cfg().max_inflight_per_connection || unsent_ > agent_.cfg().max_unsent_bytes;
+    return bind_pending_ || inflight_.size() >= agent_.cfg().max_inflight_per_connection || unsent_ > agent_.cfg().max_unsent_bytes;
 }
 
 void connection::handle_line(frame_reader::line& line)
@@ -135,7 +137,15 @@ void connection::handle_line(frame_reader::line& line)
                                                                   " is already in flight on this connection")));
         return;
     }
+    // After an agent.bind, the rest of the stream may belong to a worker: read nothing more
+    // until the bind is answered (see hand_over).
+    bool bind = rq->op == "agent.bind";
+    auto bind_id = rq->id;
+    if (bind)
+        bind_pending_ = true;
     agent_.dispatch(shared_from_this(), std::move(*rq), std::move(line.fds));
+    if (bind && !handover_ && !is_inflight(bind_id))
+        bind_pending_ = false; // refused at once (policy, bad selector): reading goes on
 }
 
 asio::awaitable<void> connection::read_loop()
@@ -245,6 +255,10 @@ void connection::maybe_finish()
 asio::awaitable<void> connection::write_loop()
 {
     while (open_) {
+        if (out_.empty() && handover_ && inflight_.empty()) {
+            hand_over();
+            break;
+        }
         if (out_.empty()) {
             if (!reading_ && inflight_.empty())
                 break;
@@ -334,8 +348,27 @@ void connection::close()
 
 void connection::loop_done()
 {
-    if (--loops_ == 0)
+    // A handed-over connection lives on in its bound session, which reports its end.
+    if (--loops_ == 0 && !bound_)
         agent_.connection_closed(this);
+}
+
+void connection::hand_over()
+{
+    bound_ = true;
+    open_ = false;
+    reading_ = false;
+    read_gate_.cancel();
+    boost::system::error_code ec;
+    unique_fd fd(sock_.release(ec));
+    auto fn = std::move(handover_);
+    handover_ = nullptr;
+    if (ec) {
+        bound_ = false; // nothing to hand over: the connection just closes
+        return;
+    }
+    fn(std::move(fd), std::move(reader_));
+    partial_deadline_.cancel();
 }
 
 } // namespace nsagent

@@ -14,6 +14,7 @@
 #include <boost/json/value.hpp>
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +57,12 @@ public:
 
     const peer_identity& peer() const noexcept { return peer_; }
 
+    // agent.bind succeeded: once its reply is written (and nothing else is in flight), the
+    // socket and whatever the client already sent after the bind go to `fn`, and this object
+    // stays behind as a husk (anchors, connection count) until agent::connection_closed.
+    using handover_fn = std::function<void(unique_fd, frame_reader)>;
+    void hand_over_after_reply(handover_fn fn) { handover_ = std::move(fn); }
+
 private:
     struct entry {
         request_ptr req;
@@ -75,6 +82,7 @@ private:
     bool read_blocked() const;
     void maybe_finish();
     void watch_partial_line();
+    void hand_over();
     static std::string key(const boost::json::value& id);
 
     agent& agent_;
@@ -90,6 +98,9 @@ private:
     bool partial_armed_ = false;
     bool open_ = true;
     bool reading_ = true;
+    bool bind_pending_ = false; // an agent.bind is in flight: read nothing more until it ends
+    bool bound_ = false;        // handed over to a worker (agent.bind)
+    handover_fn handover_;
     int loops_ = 0;
 };
 

@@ -1,6 +1,8 @@
 // The pinned worker thread: enter once, serve, never go back.
 #include "ns_worker.hpp"
 
+#include "bound_session.hpp"
+
 #include "worker_pool.hpp"
 
 #include <boost/asio/post.hpp>
@@ -151,8 +153,12 @@ std::vector<ns_worker::request_ptr> ns_worker::take_queue()
 void ns_worker::retire()
 {
     state_ = state::retiring;
-    // Posted after any pending drain(), so queued requests still run first.
-    boost::asio::post(io_, [this] { guard_.reset(); });
+    // Posted after any pending drain(), so queued requests still run first. Bound sessions
+    // end too: their connections close once the request in hand is answered.
+    boost::asio::post(io_, [this] {
+        stop_sessions();
+        guard_.reset();
+    });
 }
 
 std::vector<ns_worker::request_ptr> ns_worker::wedge()
@@ -160,7 +166,10 @@ std::vector<ns_worker::request_ptr> ns_worker::wedge()
     state_ = state::wedged;
     abandoned_ = true;
     auto taken = take_queue();
-    boost::asio::post(io_, [this] { guard_.reset(); });
+    boost::asio::post(io_, [this] {
+        stop_sessions();
+        guard_.reset();
+    });
     if (joinable_) {
         pthread_detach(thread_);
         joinable_ = false;
@@ -207,40 +216,79 @@ void ns_worker::drain()
         if (began < r->deadline && r->try_start()) {
             queue_wait.record(began - r->enqueued_at);
             op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
-            std::optional<scoped_fs_identity> as;
-            if (r->as)
-                as.emplace(*r->as);
-            if (as && as->error()) {
-                r->result = *as->error();
-            } else {
-                try {
-                    r->result = r->spec->fn(ctx);
-                } catch (const std::exception& e) {
-                    r->result = agent_failure(errc::internal, std::string("exception: ") + e.what());
-                } catch (...) {
-                    r->result = agent_failure(errc::internal, "unknown exception");
-                }
-            }
-            // A thread whose identity or capabilities did not come back exactly serves no one
-            // else: it retires after this reply, and the namespace gets a fresh worker.
-            unfit_ = as && !as->restore();
+            r->result = run_op(*r->spec, ctx, r->as);
             r->reply_fds = std::move(ctx.reply_fds);
-            exec_time.record(clock::now() - began);
             r->op_returned.store(true, std::memory_order_release);
-            ops_.fetch_add(1, std::memory_order_relaxed);
-            if (!*r->result)
-                errors_.fetch_add(1, std::memory_order_relaxed);
         }
         boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
-        if (unfit_) {
+        if (unfit()) {
             std::lock_guard lk(mu_);
             wake_posted_ = false;
-            boost::asio::post(pool_.home(), [self] { self->pool_.on_unfit(self, "identity_not_restored"); });
             return;
         }
         if (abandoned_)
             return;
     }
+}
+
+op_result ns_worker::run_op(const op_spec& spec, op_context& ctx, const std::optional<client_identity>& as)
+{
+    auto began = clock::now();
+    op_result res = agent_failure(errc::internal, "op did not run");
+    std::optional<scoped_fs_identity> who;
+    if (as)
+        who.emplace(*as);
+    if (who && who->error()) {
+        res = *who->error();
+    } else {
+        try {
+            res = spec.fn(ctx);
+        } catch (const std::exception& e) {
+            res = agent_failure(errc::internal, std::string("exception: ") + e.what());
+        } catch (...) {
+            res = agent_failure(errc::internal, "unknown exception");
+        }
+    }
+    // A thread whose identity or capabilities did not come back exactly serves no one else:
+    // it retires after this reply, and the namespace gets a fresh worker.
+    if (who && !who->restore())
+        unfit_ = true;
+    exec_time.record(clock::now() - began);
+    ops_.fetch_add(1, std::memory_order_relaxed);
+    if (!res)
+        errors_.fetch_add(1, std::memory_order_relaxed);
+    return res;
+}
+
+bool ns_worker::unfit()
+{
+    if (unfit_ && !unfit_reported_) {
+        unfit_reported_ = true;
+        auto self = shared_from_this();
+        boost::asio::post(pool_.home(), [self] { self->pool_.on_unfit(self, "identity_not_restored"); });
+    }
+    return unfit_;
+}
+
+void ns_worker::adopt(std::shared_ptr<bound_session> s)
+{
+    boost::asio::post(io_, [this, s] {
+        sessions_.push_back(s);
+        s->start();
+    });
+}
+
+void ns_worker::forget(const bound_session* s)
+{
+    std::erase_if(sessions_, [s](const auto& p) { return p.get() == s; });
+}
+
+void ns_worker::stop_sessions()
+{
+    // stop() ends each session's loop; the sessions forget themselves as they finish.
+    auto all = sessions_;
+    for (auto& s : all)
+        s->stop();
 }
 
 } // namespace nsagent

@@ -30,6 +30,7 @@
 namespace nsagent {
 
 class worker_pool;
+class bound_session;
 
 class ns_worker : public std::enable_shared_from_this<ns_worker> {
 public:
@@ -59,6 +60,20 @@ public:
     std::vector<request_ptr> wedge();
     // I/O thread, after on_exited or a failed start.
     void join();
+    // I/O thread. Serves `s` (a namespace-bound connection, agent.bind) on this worker's own
+    // event loop from now on; retire() and wedge() stop it.
+    void adopt(std::shared_ptr<bound_session> s);
+
+    // Worker thread: runs one op as this worker does for queued requests (fs identity switch
+    // and checked restore, exceptions as internal errors, the exec_time histogram, counters).
+    op_result run_op(const op_spec& spec, op_context& ctx, const std::optional<client_identity>& as);
+    // Worker thread: true once the thread may no longer serve (its identity did not restore);
+    // the pool has then been told, and the worker retires.
+    bool unfit();
+    worker_env& env() noexcept { return env_; }
+    boost::asio::io_context& io() noexcept { return io_; }
+    // Worker thread: a bound session ended.
+    void forget(const bound_session* s);
 
     const ns_id& id() const noexcept { return id_; }
     int ns_fd() const noexcept { return nsfd_.get(); }
@@ -91,6 +106,7 @@ private:
     std::optional<op_error> enter();
     bool in_place() const;
     void drain();
+    void stop_sessions();
 
     worker_pool& pool_;
     const ns_id id_;
@@ -113,6 +129,8 @@ private:
     const clock::time_point started_at_ = clock::now();
     std::atomic<bool> abandoned_{false}; // wedged: stop after the running op
     bool unfit_ = false; // worker thread only: its identity did not restore; serve nothing more
+    bool unfit_reported_ = false;
+    std::vector<std::shared_ptr<bound_session>> sessions_; // worker thread only
     unique_fd procfs_;                  // worker thread only
     worker_env env_;                    // worker thread only
 };
