@@ -39,7 +39,7 @@ public:
     // The next complete, non-blank line. too_large: a line (complete or not) exceeds max_line.
     status next(line& out);
 
-    std::size_t buffered() const noexcept { return buf_.size() - pos_; }
+    std::size_t buffered() const noexcept { return len_ - pos_; }
     std::size_t queued_fds() const noexcept;
 
 private:
@@ -50,7 +50,8 @@ private:
     };
 
     std::size_t max_line_;
-    std::string buf_;
+    std::string buf_;            // storage; bytes [0, len_) are data, the rest is room
+    std::size_t len_ = 0;
     std::size_t pos_ = 0;        // first unconsumed byte in buf_
     std::size_t scan_ = 0;       // bytes from pos_ already searched for '\n'
     std::size_t prepared_ = 0;   // size of the last prepare(), not yet committed
