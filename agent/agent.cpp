@@ -423,6 +423,7 @@ void agent::bind_connection(const request_ptr& r)
         }
         ++w->active; // a bound connection keeps its worker from idling out or LRU eviction
         ++bound_sessions_;
+        ++binds_;
         auto on_end = [this, w, husk] {
             asio::post(io_, [this, w, husk] {
                 if (w->active > 0)
@@ -625,6 +626,7 @@ json::object agent::stats() const
     o["retired"] = std::move(retired);
     o["connections"] = conns_.size();
     o["bound_connections"] = bound_sessions_;
+    o["binds"] = binds_;
     o["connections_accepted"] = accepted_;
     o["inflight"] = inflight_total();
     std::size_t unsent = 0;

@@ -117,7 +117,8 @@ private:
     nsagent::policy policy_;  // swapped only here, on the I/O thread; workers never read it
     std::string config_path_;
     uid_t agent_uid_ = ::geteuid();
-    std::uint64_t bound_sessions_ = 0; // connections handed to their worker (agent.bind) // non-root when run as User=nsagent with ambient caps
+    std::uint64_t bound_sessions_ = 0; // connections handed to their worker (agent.bind) now
+    std::uint64_t binds_ = 0;          // ... since start // non-root when run as User=nsagent with ambient caps
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

@@ -93,8 +93,10 @@ asio::awaitable<void> bound_session::run()
         auto st = reader_.next(line);
         if (st == frame_reader::status::line) {
             if (stopping_) {
-                out += error_frame(nullptr, agent_failure(errc::shutting_down, "the namespace's worker is stopping; "
-                                                                               "this bound connection closes"));
+                boost::json::value id;
+                (void)parse_request(line.text, id); // only for the id, if it has one
+                out += error_frame(id, agent_failure(errc::shutting_down, "the namespace's worker is stopping; "
+                                                                          "this bound connection closes"));
                 continue;
             }
             std::vector<unique_fd> fds;

@@ -121,8 +121,11 @@ public:
             cl_.emplace(std::move(*c));
         }
         json::object req{{"op", op}};
-        if (ns)
-            req["ns"] = to_json(*ns);
+        if (ns) {
+            auto named = to_json(*ns);
+            if (!bound_ || *bound_ != named) // a bound connection takes no "ns"
+                req["ns"] = std::move(named);
+        }
         if (!args.empty())
             req["args"] = std::move(args);
         req["timeout_ms"] = opt_.timeout_ms;
@@ -152,6 +155,15 @@ public:
         return f;
     }
 
+    // For a command that makes many calls to one namespace: binds the connection to it
+    // (agent.bind), so that later calls naming it are served by its worker directly, with no
+    // hand-off per call. If the bind fails, calls go multiplexed and report errors themselves.
+    void bind(const selector& ns)
+    {
+        if (exchange("agent.bind", ns, {}).ok())
+            bound_ = to_json(ns);
+    }
+
     // As call(), but a failed op is returned, not fatal.
     frame call_raw(std::string op, std::optional<selector> ns = {}, json::object args = {})
     {
@@ -168,6 +180,7 @@ public:
 private:
     const options& opt_;
     std::optional<client> cl_;
+    std::optional<json::value> bound_; // the selector this connection is bound to (agent.bind)
 };
 
 selector ns_arg(const std::string& arg, const options& o)
@@ -603,6 +616,7 @@ std::string mode_string(const std::string& type, const std::string& octal)
 
 void cmd_fs_ls(session& s, const selector& sel, const std::string& path)
 {
+    s.bind(sel); // one fs.list per page and one fs.stat per entry, all in one namespace
     std::vector<std::vector<std::string>> rows;
     std::string cursor;
     json::array all;

@@ -292,6 +292,8 @@ TEST_F(Nsctl, FsPutGetCatAndLsWorkOnAMountNamespace)
     EXPECT_NE(ls.out.find("big"), std::string::npos) << ls.out;
     EXPECT_NE(ls.out.find("-rw-r--r--"), std::string::npos) << ls.out;
     EXPECT_EQ(ls.out.find(".nsagent-tmp"), std::string::npos) << "no temporary left: " << ls.out;
+    auto probe = a.connect();
+    EXPECT_EQ(stats(probe).at("binds").as_int64(), 1) << "fs ls, many calls to one namespace, binds its connection";
     auto bad = nsctl(a.socket(), "fs ls blue /");
     EXPECT_EQ(bad.rc, 2);
     EXPECT_NE(bad.out.find("pid:PID"), std::string::npos) << bad.out;
