@@ -316,6 +316,8 @@ void agent::dispatch(const std::shared_ptr<connection>& c, request&& rq, std::ve
     auto timeout = std::chrono::milliseconds(rq.timeout_ms.value_or(cfg_.default_timeout_ms));
     auto r = std::make_shared<pending_request>(std::move(rq), *spec, std::move(fds), clock::now() + timeout);
     r->conn = c;
+    if (spec->site == op_site::worker && !spec->then)
+        r->channel = c->channel();
     c->track(r);
 
     if (spec->ns == ns_need::required) {
@@ -455,6 +457,14 @@ void agent::run_inline(const request_ptr& r, const std::shared_ptr<connection>& 
 
 void agent::complete(const request_ptr& r)
 {
+    // The worker wrote the reply itself: only the bookkeeping is left.
+    if (r->replied_directly) {
+        ++direct_replies_;
+        account(r, *r->result);
+        if (auto c = r->conn.lock())
+            c->delivered_directly(*r);
+        return;
+    }
     // A worker op with a loop half continues here, unless it failed or was already answered.
     if (r->spec->then && *r->result && r->current() != pending_request::state::finished) {
         r->spec->then(*this, r);
@@ -469,26 +479,24 @@ void agent::finish(const request_ptr& r, const op_result& res, std::vector<uniqu
         send_final(r, res, std::move(fds));
 }
 
-void agent::send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)
+void agent::account(const request_ptr& r, const op_result& res)
 {
-    std::string frame;
     std::string code = res ? std::string("ok") : std::string(to_string(wire_code(res.error().code)));
     ++by_op_code_[{r->req.op, code}];
+    ++replies_[code];
     // Every mutation and every fd handed out leaves a trace of who did it, where, and how it went.
     if (r->spec->cls != op_class::read)
         if (auto c = r->conn.lock())
             audit_.record(c->peer(), r->req.op, r->ns ? to_string(*r->ns) : std::string(),
                           res || code != "os_error" ? code : code + ":" + errno_name(res.error().code.value()));
-    if (res) {
-        ++replies_["ok"];
-        frame = ok_frame(r->req.id, *res, fds.size());
-    } else {
-        op_error e = res.error();
-        e.message = r->where() + ": " + e.message;
-        ++replies_[std::string(to_string(wire_code(e.code)))];
-        frame = error_frame(r->req.id, e);
+}
+
+void agent::send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds)
+{
+    account(r, res);
+    if (!res)
         fds.clear();
-    }
+    std::string frame = final_frame(*r, res, fds.size());
     if (auto c = r->conn.lock())
         c->deliver(*r, std::move(frame), std::move(fds));
 }
@@ -627,6 +635,8 @@ json::object agent::stats() const
     o["connections"] = conns_.size();
     o["bound_connections"] = bound_sessions_;
     o["binds"] = binds_;
+    o["direct_replies"] = direct_replies_;
+    o["direct_replies_partial"] = stashed_replies_;
     o["connections_accepted"] = accepted_;
     o["inflight"] = inflight_total();
     std::size_t unsent = 0;

@@ -79,6 +79,7 @@ public:
     // The policy in force (the config's at start, then the last one SIGHUP loaded).
     const nsagent::policy& policy() const noexcept { return policy_; }
     std::size_t wedged_workers() const noexcept { return pool_.wedged(); }
+    void count_stashed_reply() noexcept { ++stashed_replies_; }
 
 private:
     void run_inline(const request_ptr& r, const std::shared_ptr<connection>& c);
@@ -91,6 +92,8 @@ private:
     std::optional<client_identity> fs_identity_for(const peer_identity& who) const;
     void complete(const request_ptr& r);
     void send_final(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds);
+    // Counters and the audit trail for a final reply, however it was delivered.
+    void account(const request_ptr& r, const op_result& res);
     std::size_t inflight_total() const;
     boost::asio::awaitable<void> accept_loop();
     boost::asio::awaitable<void> sweep_loop();
@@ -118,7 +121,9 @@ private:
     std::string config_path_;
     uid_t agent_uid_ = ::geteuid();
     std::uint64_t bound_sessions_ = 0; // connections handed to their worker (agent.bind) now
-    std::uint64_t binds_ = 0;          // ... since start // non-root when run as User=nsagent with ambient caps
+    std::uint64_t binds_ = 0;          // ... since start
+    std::uint64_t direct_replies_ = 0; // final replies their worker wrote (reply_channel)
+    std::uint64_t stashed_replies_ = 0; // ... of which the socket took only a part at first // non-root when run as User=nsagent with ambient caps
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

@@ -36,7 +36,8 @@ connection::connection(agent& a, socket_type s)
       reader_(a.cfg().max_request_bytes),
       read_gate_(sock_.get_executor()),
       write_gate_(sock_.get_executor()),
-      partial_deadline_(sock_.get_executor())
+      partial_deadline_(sock_.get_executor()),
+      channel_(std::make_shared<reply_channel>(sock_.native_handle()))
 {
     peer_ = peer_of(sock_.native_handle());
 }
@@ -91,23 +92,47 @@ void connection::track(const request_ptr& r)
     inflight_.emplace(key(r->req.id), entry{r, std::move(timer)});
 }
 
-void connection::deliver(const pending_request& r, std::string frame, std::vector<unique_fd> fds)
+void connection::forget(const pending_request& r)
 {
     auto it = inflight_.find(key(r.req.id));
     if (it != inflight_.end() && it->second.req.get() == &r)
         inflight_.erase(it); // destroying the timer cancels it
     if (bind_pending_ && !handover_ && r.req.op == "agent.bind")
         bind_pending_ = false; // the bind failed: the connection stays with the I/O thread
-    send(std::move(frame), std::move(fds));
+}
+
+void connection::after_reply()
+{
     if (!read_blocked())
         read_gate_.cancel();
     maybe_finish();
+}
+
+void connection::deliver(const pending_request& r, std::string frame, std::vector<unique_fd> fds)
+{
+    forget(r);
+    send(std::move(frame), std::move(fds));
+    after_reply();
+}
+
+void connection::poke_writer()
+{
+    agent_.count_stashed_reply();
+    write_gate_.cancel();
+}
+
+void connection::delivered_directly(const pending_request& r)
+{
+    forget(r);
+    after_reply();
 }
 
 void connection::send(std::string frame, std::vector<unique_fd> fds)
 {
     if (!open_)
         return; // fds close here: nobody is left to receive them
+    if (out_.empty())
+        channel_->busy(); // from now until the queue drains, only the writer below writes
     unsent_ += frame.size();
     out_.push_back({std::move(frame), std::move(fds), 0});
     write_gate_.cancel();
@@ -255,6 +280,13 @@ void connection::maybe_finish()
 asio::awaitable<void> connection::write_loop()
 {
     while (open_) {
+        // The rest of a reply a worker wrote in part goes before anything else.
+        if (std::string rest; channel_->take_stash(rest)) {
+            unsent_ += rest.size();
+            out_.push_front({std::move(rest), {}, 0});
+        }
+        if (out_.empty() && !channel_->idle())
+            continue; // a worker stashed meanwhile
         if (out_.empty() && handover_ && inflight_.empty()) {
             hand_over();
             break;
@@ -340,6 +372,7 @@ void connection::close()
     inflight_.clear();
     out_.clear();
     unsent_ = 0;
+    channel_->shut(); // no worker writes to this fd after this, nor to whatever reuses its number
     boost::system::error_code ec;
     sock_.close(ec);
     read_gate_.cancel();
@@ -359,6 +392,7 @@ void connection::hand_over()
     open_ = false;
     reading_ = false;
     read_gate_.cancel();
+    channel_->shut();
     boost::system::error_code ec;
     unique_fd fd(sock_.release(ec));
     auto fn = std::move(handover_);

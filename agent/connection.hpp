@@ -4,6 +4,7 @@
 
 #include "access_policy.hpp"
 #include "pending_request.hpp"
+#include "reply_channel.hpp"
 
 #include "nsagent/frame_reader.hpp"
 #include "nsagent/unique_fd.hpp"
@@ -44,6 +45,11 @@ public:
     void track(const request_ptr& r);
     // Delivers `r`'s final frame: untracks it, disarms its timer, queues the frame.
     void deliver(const pending_request& r, std::string frame, std::vector<unique_fd> fds);
+    // `r`'s reply was written by its worker (reply_channel): untracks it.
+    void delivered_directly(const pending_request& r);
+    // A worker left part of a reply in the channel: the writer sends it.
+    void poke_writer();
+    const std::shared_ptr<reply_channel>& channel() const noexcept { return channel_; }
     request_ptr find(const boost::json::value& id) const;
     std::vector<request_ptr> inflight() const;
     std::size_t inflight_count() const noexcept { return inflight_.size(); }
@@ -83,6 +89,8 @@ private:
     void maybe_finish();
     void watch_partial_line();
     void hand_over();
+    void forget(const pending_request& r);
+    void after_reply();
     static std::string key(const boost::json::value& id);
 
     agent& agent_;
@@ -101,6 +109,7 @@ private:
     bool bind_pending_ = false; // an agent.bind is in flight: read nothing more until it ends
     bool bound_ = false;        // handed over to a worker (agent.bind)
     handover_fn handover_;
+    std::shared_ptr<reply_channel> channel_; // workers write final replies through it when idle
     int loops_ = 0;
 };
 

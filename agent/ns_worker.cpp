@@ -2,6 +2,7 @@
 #include "ns_worker.hpp"
 
 #include "bound_session.hpp"
+#include "connection.hpp"
 
 #include "worker_pool.hpp"
 
@@ -213,14 +214,33 @@ void ns_worker::drain()
         }
         // A request whose deadline passed while queued never runs; its timer answers it.
         auto began = clock::now();
+        bool left = false; // on_left posted already
         if (began < r->deadline && r->try_start()) {
             queue_wait.record(began - r->enqueued_at);
             op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
             r->result = run_op(*r->spec, ctx, r->as);
             r->reply_fds = std::move(ctx.reply_fds);
+            // The client gets its reply now, from this thread, if the connection's writer is
+            // idle; the I/O thread only does the bookkeeping then.
+            if (r->channel && r->reply_fds.empty()) {
+                auto o = r->channel->try_write(
+                    final_frame(*r, *r->result), [&] { return r->claim_final().has_value(); },
+                    [&] {
+                        r->replied_directly = true;
+                        r->op_returned.store(true, std::memory_order_release);
+                        boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
+                        left = true;
+                    });
+                if (o == reply_channel::outcome::stashed)
+                    boost::asio::post(pool_.home(), [conn = r->conn] {
+                        if (auto c = conn.lock())
+                            c->poke_writer();
+                    });
+            }
             r->op_returned.store(true, std::memory_order_release);
         }
-        boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
+        if (!left)
+            boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
         if (unfit()) {
             std::lock_guard lk(mu_);
             wake_posted_ = false;

@@ -18,4 +18,13 @@ std::string pending_request::where() const
     return w;
 }
 
+std::string final_frame(const pending_request& r, const op_result& res, std::size_t fds)
+{
+    if (res)
+        return ok_frame(r.req.id, *res, fds);
+    op_error e = res.error();
+    e.message = r.where() + ": " + e.message;
+    return error_frame(r.req.id, e);
+}
+
 } // namespace nsagent

@@ -4,6 +4,7 @@
 
 #include "fs_identity.hpp"
 #include "ns_id.hpp"
+#include "reply_channel.hpp"
 #include "op_registry.hpp"
 
 #include "nsagent/protocol.hpp"
@@ -69,14 +70,20 @@ public:
     std::optional<ns_id> ns;
     std::shared_ptr<ns_worker> worker;
     std::optional<client_identity> as; // run the op with the client's fs identity
+    // Set for worker ops without a loop half: the worker may write the reply itself.
+    std::shared_ptr<reply_channel> channel;
 
     // Written by the worker, then published by posting completion to the I/O thread.
     std::optional<op_result> result;
     std::vector<unique_fd> reply_fds;
     std::atomic<bool> op_returned{false}; // the op ran and returned (distinguishes a wedge)
+    bool replied_directly = false; // the worker wrote the final reply itself (reply_channel)
 
 private:
     std::atomic<state> st_{state::queued};
 };
+
+// The final frame for `r` with result `res`: errors name the op and the namespace.
+std::string final_frame(const pending_request& r, const op_result& res, std::size_t fds = 0);
 
 } // namespace nsagent

@@ -4,11 +4,15 @@
 #include "support/test_env.hpp"
 
 #include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
 
+#include <sys/socket.h>
+
 #include <atomic>
+#include <set>
 #include <thread>
 
 namespace asio = boost::asio;
@@ -246,6 +250,50 @@ TEST(ResolveByName, ANameReusedForANewNamespaceReachesTheNewOne)
     ASSERT_TRUE(again.ok());
     EXPECT_NE(u64(again.value.at("result").at("ino")), old_ino) << "the name now names another namespace";
     EXPECT_EQ(u64(again.value.at("result").at("ino")), n.ino());
+}
+
+} // namespace
+
+namespace {
+
+// Workers write final replies straight to an idle connection (reply_channel). Under a client
+// that does not read, the socket fills: a reply is then written in part by the worker and
+// finished by the I/O thread's writer, ahead of every other frame. Every reply must still
+// arrive whole, exactly once.
+TEST(DirectReplies, EveryReplyArrivesWholeAndOnceEvenWhenTheSocketFills)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: network namespaces";
+    netns n1, n2;
+    agent_process a({{"queue_depth", 512}}); // 256 in flight over two workers must not be busy
+    auto c = a.connect();
+    int small = 4096;
+    ASSERT_EQ(::setsockopt(c.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    // Warm both workers, so that what follows runs on live ones.
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n1.name())).ok());
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n2.name())).ok());
+    constexpr int total = 3000;
+    std::string burst;
+    for (int i = 0; i < total; ++i)
+        burst += R"({"id":)" + std::to_string(i) + R"(,"op":"net.links","ns":{"type":"net","name":")" +
+                 (i % 2 ? n1.name() : n2.name()) + "\"}}\n";
+    ASSERT_FALSE(c.send_line(burst)) << "the agent keeps reading while the client does not";
+    std::this_thread::sleep_for(std::chrono::milliseconds(300)); // let the socket fill
+    std::set<std::int64_t> seen;
+    for (int i = 0; i < total; ++i) {
+        auto f = c.next_frame(10000);
+        ASSERT_TRUE(f) << "reply " << i << ": " << f.error().message();
+        ASSERT_TRUE(f->ok()) << json::serialize(f->value);
+        ASSERT_FALSE(f->value.at("result").as_array().empty()) << "the links, whole";
+        EXPECT_TRUE(seen.insert(f->value.at("id").as_int64()).second) << "a second reply to one id";
+    }
+    EXPECT_EQ(seen.size(), static_cast<std::size_t>(total));
+    EXPECT_FALSE(c.next_frame(200)) << "nothing more";
+    auto probe = a.connect();
+    auto st = stats(probe);
+    EXPECT_GT(st.at("direct_replies").as_int64(), 0) << "the fast path ran";
+    EXPECT_GT(st.at("direct_replies_partial").as_int64(), 0) << "and so did its partial-write path";
+    EXPECT_EQ(st.at("replies").at("ok").as_int64(), total + 2) << "each counted once, however delivered";
 }
 
 } // namespace
