@@ -614,6 +614,7 @@ json::object agent::stats() const
         wo["active"] = w->active;
         wo["ops"] = w->ops();
         wo["errors"] = w->errors();
+        wo["spin_hits"] = w->spins_won();
         wo["idle_ms"] = w->active ? 0 : std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_used).count();
         wo["state"] = to_string(w->current());
         wo["max_queue_depth"] = w->max_queued();

@@ -41,6 +41,7 @@ struct config {
     std::uint32_t max_connections = 1024;         // more are answered busy and closed
     std::uint32_t partial_line_timeout_ms = 10000; // a half-sent line older than this closes the connection
     std::size_t worker_stack_kib = 256;           // pinned workers need little stack
+    std::uint32_t worker_spin_us = 50;            // a worker that ran out of work waits this long awake; 0: off
     std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
     std::size_t fs_max_read_bytes = 1 << 20;      // fs.read length cap (base64 makes it 4/3 on the wire)
     nsagent::policy policy;                       // for clients other than uid 0 (always allowed)

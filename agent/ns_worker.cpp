@@ -126,6 +126,7 @@ bool ns_worker::submit(request_ptr r)
         return false;
     r->enqueued_at = clock::now();
     queue_.push_back(std::move(r));
+    queued_now_.store(queue_.size(), std::memory_order_release);
     if (queue_.size() > max_queued_.load(std::memory_order_relaxed))
         max_queued_.store(queue_.size(), std::memory_order_relaxed);
     // One wake-up drains everything queued by then: a burst costs one wake, not one per request.
@@ -147,6 +148,7 @@ std::vector<ns_worker::request_ptr> ns_worker::take_queue()
     std::lock_guard lk(mu_);
     std::vector<request_ptr> out(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
+    queued_now_.store(0, std::memory_order_relaxed);
     active -= std::min(active, out.size());
     return out;
 }
@@ -192,14 +194,35 @@ void ns_worker::drain()
     for (;;) {
         request_ptr r;
         {
-            std::lock_guard lk(mu_);
-            // Empty, or this thread may no longer serve (the pool takes its queue back).
-            if (queue_.empty() || unfit_) {
+            std::unique_lock lk(mu_);
+            if (unfit_) { // this thread may no longer serve: the pool takes its queue back
                 wake_posted_ = false;
                 return;
             }
+            if (queue_.empty()) {
+                lk.unlock();
+                // The next request of a busy client usually comes a round trip after the
+                // last reply. Staying awake that long (wake_posted_ stays set, so submit()
+                // posts nothing) saves the thread wake-up that otherwise dominates a request.
+                // Only a worker whose last idle gap was that short spins: one visited now
+                // and then (a first request, a round-robin over many namespaces) would only
+                // burn the CPU.
+                idle_since_ = clock::now();
+                if (hot_ && spin_for_work())
+                    continue;
+                lk.lock();
+                if (queue_.empty()) {
+                    wake_posted_ = false;
+                    return;
+                }
+            }
             r = std::move(queue_.front());
             queue_.pop_front();
+            queued_now_.store(queue_.size(), std::memory_order_relaxed);
+        }
+        if (idle_since_ != clock::time_point{}) {
+            hot_ = clock::now() - idle_since_ <= std::chrono::microseconds(pool_.cfg().worker_spin_us);
+            idle_since_ = {};
         }
         // Never serve from anywhere but the target. A worker that finds itself elsewhere hands
         // the request back and retires; the pool gives the namespace a fresh worker.
@@ -207,6 +230,7 @@ void ns_worker::drain()
             {
                 std::lock_guard lk(mu_);
                 queue_.push_front(std::move(r));
+                queued_now_.store(queue_.size(), std::memory_order_relaxed);
                 wake_posted_ = false;
             }
             boost::asio::post(pool_.home(), [self] { self->pool_.on_unfit(self, "misplaced"); });
@@ -249,6 +273,24 @@ void ns_worker::drain()
         if (abandoned_)
             return;
     }
+}
+
+bool ns_worker::spin_for_work()
+{
+    auto budget = std::chrono::microseconds(pool_.cfg().worker_spin_us);
+    if (budget.count() == 0 || abandoned_ || !pool_.try_begin_spin())
+        return false;
+    auto until = clock::now() + budget;
+    bool found = false;
+    while (!(found = queued_now_.load(std::memory_order_acquire) > 0) && clock::now() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    pool_.end_spin();
+    if (found)
+        spins_won_.fetch_add(1, std::memory_order_relaxed);
+    return found;
 }
 
 op_result ns_worker::run_op(const op_spec& spec, op_context& ctx, const std::optional<client_identity>& as)

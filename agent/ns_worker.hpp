@@ -82,6 +82,8 @@ public:
     std::size_t queued() const;
     std::uint64_t ops() const noexcept { return ops_.load(std::memory_order_relaxed); }
     std::uint64_t errors() const noexcept { return errors_.load(std::memory_order_relaxed); }
+    // Requests that arrived while the worker spun, so it needed no wake-up.
+    std::uint64_t spins_won() const noexcept { return spins_won_.load(std::memory_order_relaxed); }
     std::size_t max_queued() const noexcept { return max_queued_.load(std::memory_order_relaxed); }
     clock::time_point started_at() const noexcept { return started_at_; }
     // Time from queue to start, and time in the op, for every request the worker ran.
@@ -107,6 +109,8 @@ private:
     bool in_place() const;
     void drain();
     void stop_sessions();
+    // Waits awake, up to worker_spin_us, for the next request; true if one came.
+    bool spin_for_work();
 
     worker_pool& pool_;
     const ns_id id_;
@@ -120,16 +124,19 @@ private:
 
     mutable std::mutex mu_;
     std::deque<request_ptr> queue_;
+    std::atomic<std::size_t> queued_now_{0}; // queue_.size(), for a spinning worker to watch
     bool wake_posted_ = false; // a drain() is posted and has not yet emptied the queue
 
     std::atomic<state> state_{state::starting};
     std::atomic<pid_t> tid_{0};
-    std::atomic<std::uint64_t> ops_{0}, errors_{0};
+    std::atomic<std::uint64_t> ops_{0}, errors_{0}, spins_won_{0};
     std::atomic<std::size_t> max_queued_{0};
     const clock::time_point started_at_ = clock::now();
     std::atomic<bool> abandoned_{false}; // wedged: stop after the running op
     bool unfit_ = false; // worker thread only: its identity did not restore; serve nothing more
     bool unfit_reported_ = false;
+    clock::time_point idle_since_{};  // worker thread only: when it last ran out of work
+    bool hot_ = false;                 // worker thread only: its last idle gap was within the spin
     std::vector<std::shared_ptr<bound_session>> sessions_; // worker thread only
     unique_fd procfs_;                  // worker thread only
     worker_env env_;                    // worker thread only

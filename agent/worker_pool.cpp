@@ -1,6 +1,9 @@
 // Worker lifecycle: start on first use, and every way of retiring.
 #include "worker_pool.hpp"
 
+#include <algorithm>
+#include <thread>
+
 #include "log.hpp"
 
 #include <fcntl.h>
@@ -16,8 +19,21 @@ std::string worker_fields(const ns_worker& w)
 } // namespace
 
 worker_pool::worker_pool(boost::asio::io_context& home, const config& cfg, completion done, failure fail)
-    : home_(home), cfg_(cfg), done_(std::move(done)), fail_(std::move(fail))
+    : max_spinners_(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2)),
+      home_(home),
+      cfg_(cfg),
+      done_(std::move(done)),
+      fail_(std::move(fail))
 {
+}
+
+bool worker_pool::try_begin_spin() noexcept
+{
+    int n = spinners_.load(std::memory_order_relaxed);
+    while (n < max_spinners_)
+        if (spinners_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
+            return true;
+    return false;
 }
 
 worker_pool::~worker_pool() = default;

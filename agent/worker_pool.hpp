@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -72,6 +73,10 @@ public:
     const std::map<std::string, std::uint64_t>& retired() const noexcept { return retired_; }
 
     boost::asio::io_context& home() noexcept { return home_; }
+    // Worker threads: at most half the CPUs' worth of workers spin at once (worker_spin_us),
+    // so spinning never takes the CPUs the I/O thread and the clients need.
+    bool try_begin_spin() noexcept;
+    void end_spin() noexcept { spinners_.fetch_sub(1, std::memory_order_relaxed); }
     const config& cfg() const noexcept { return cfg_; }
 
     // Reports from worker threads, posted to the I/O thread.
@@ -83,6 +88,8 @@ public:
     void on_unfit(const worker_ptr& w, const char* reason);
 
 private:
+    std::atomic<int> spinners_{0};
+    const int max_spinners_;
     worker_ptr start_worker(ns_id id, unique_fd fd, std::optional<op_error>& err);
     bool make_room();
     void retire(worker_ptr w, const char* reason);

@@ -484,6 +484,7 @@ struct options {
     int scale = 1000;
     int churn = 10000;
     std::string json_path, chart_path;
+    std::string agent_config; // extra config keys for the agents under test
     bool smoke = false;
 };
 
@@ -509,6 +510,8 @@ int main(int argc, char** argv)
     app.add_option("--churn", o.churn, "namespaces visited round-robin with max_workers = --scale")->default_val(10000);
     app.add_option("--json", o.json_path, "write the results as JSON here");
     app.add_option("--chart", o.chart_path, "write an SVG chart here (needs gnuplot)");
+    app.add_option("--agent-config", o.agent_config,
+                   "extra config keys for the agents, as JSON members: '\"worker_spin_us\": 0'");
     app.add_flag("--smoke", o.smoke, "seconds, not minutes: tiny counts, one round (CI)");
     CLI11_PARSE(app, argc, argv);
     if (o.smoke) {
@@ -544,7 +547,8 @@ int main(int argc, char** argv)
         child echo, agent;
         start_echo(echo, dir + "/echo.sock");
         start_agent(agent, o.agent, dir, "agent",
-                    "{\"max_workers\": " + std::to_string(std::max(o.scale, 8)) + ", \"queue_depth\": 1024, \"idle_timeout_s\": 3600, \"audit\": \"off\"}");
+                    "{\"max_workers\": " + std::to_string(std::max(o.scale, 8)) + ", \"queue_depth\": 1024, \"idle_timeout_s\": 3600, \"audit\": \"off\"" +
+                        (o.agent_config.empty() ? "" : ", " + o.agent_config) + "}");
 
         line_conn floor_c(echo.socket), agent_c(agent.socket), ns_c(agent.socket), links_c(agent.socket),
             bound_c(agent.socket);
@@ -644,7 +648,8 @@ int main(int argc, char** argv)
         // Row 8: scale. A fresh agent, `scale` namespaces held by fd, one worker each.
         child big;
         start_agent(big, o.agent, dir, "big",
-                    "{\"max_workers\": " + std::to_string(o.scale) + ", \"idle_timeout_s\": 3600, \"audit\": \"off\"}");
+                    "{\"max_workers\": " + std::to_string(o.scale) + ", \"idle_timeout_s\": 3600, \"audit\": \"off\"" +
+                        (o.agent_config.empty() ? "" : ", " + o.agent_config) + "}");
         auto fds = make_netns_fds(static_cast<std::size_t>(o.scale));
         line_conn big_c(big.socket);
         auto base = usage_of(big.pid);

@@ -297,3 +297,33 @@ TEST(DirectReplies, EveryReplyArrivesWholeAndOnceEvenWhenTheSocketFills)
 }
 
 } // namespace
+
+namespace {
+
+// A worker serving a client's requests in a row stays awake between them (worker_spin_us), so
+// the next request needs no wake-up; with the knob at 0 it never spins. Either way every
+// request is answered correctly.
+TEST(WorkerSpin, RequestsInARowAreCaughtAwakeAndTheKnobTurnsItOff)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: network namespaces";
+    netns n;
+    for (int spin : {1000, 0}) {
+        agent_process a({{"worker_spin_us", spin}});
+        auto c = a.connect();
+        for (int i = 0; i < 300; ++i) {
+            auto f = call(c, "ns.ping", net_ns(n.name()));
+            ASSERT_TRUE(f.ok()) << json::serialize(f.value);
+            ASSERT_EQ(u64(f.value.at("result").at("ino")), n.ino());
+        }
+        auto workers = stats(c).at("workers").as_array();
+        ASSERT_EQ(workers.size(), 1u);
+        auto hits = workers[0].at("spin_hits").as_int64();
+        if (spin)
+            EXPECT_GT(hits, 0) << "300 requests in a row, 1 ms of spin: some arrive while it is awake";
+        else
+            EXPECT_EQ(hits, 0);
+    }
+}
+
+} // namespace
