@@ -221,7 +221,9 @@ void ns_worker::drain()
             queued_now_.store(queue_.size(), std::memory_order_relaxed);
         }
         if (idle_since_ != clock::time_point{}) {
-            hot_ = clock::now() - idle_since_ <= std::chrono::microseconds(pool_.cfg().worker_spin_us);
+            // The gap until the request was queued, not until this thread got to it: a slow
+            // wake-up must not make a busy client look idle.
+            hot_ = r->enqueued_at - idle_since_ <= std::chrono::microseconds(pool_.cfg().worker_spin_us);
             idle_since_ = {};
         }
         // Never serve from anywhere but the target. A worker that finds itself elsewhere hands
