@@ -1,6 +1,7 @@
 // Request parsing and frame formatting for the NDJSON protocol.
 #include "nsagent/protocol.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -147,7 +148,12 @@ boost::system::result<request, op_error> parse_request(std::string_view line, js
 {
     id = nullptr;
     boost::system::error_code ec;
-    json::value v = json::parse(line, ec);
+    // The parse tree lives only for this call: a bump allocator over a stack buffer (falling
+    // back to the heap for long lines) instead of one malloc and free per node. What the request
+    // keeps (id, args, the selector) is copied out to the default resource below.
+    unsigned char scratch[4096];
+    json::monotonic_resource mr(scratch, sizeof scratch);
+    json::value v = json::parse(line, ec, &mr);
     if (ec)
         return bad("not valid JSON: " + ec.message());
     if (!v.is_object())
@@ -160,8 +166,8 @@ boost::system::result<request, op_error> parse_request(std::string_view line, js
         return bad("missing \"id\"");
     if (!valid_id(*idv))
         return bad("\"id\" must be an integer or a string");
-    id = *idv;
-    r.id = *idv;
+    id = json::value(*idv, json::storage_ptr());
+    r.id = id;
 
     auto* op = o.if_contains("op");
     if (!op)
@@ -173,7 +179,7 @@ boost::system::result<request, op_error> parse_request(std::string_view line, js
     if (auto* a = o.if_contains("args"); a && !a->is_null()) {
         if (!a->is_object())
             return bad("\"args\" must be an object");
-        r.args = std::move(a->get_object());
+        r.args = json::object(a->get_object(), json::storage_ptr());
     }
     if (auto* t = o.if_contains("timeout_ms"); t && !t->is_null()) {
         auto ms = integer<std::uint32_t>(*t, 1, std::numeric_limits<std::uint32_t>::max());
@@ -203,14 +209,17 @@ std::string to_line(const json::value& v)
 
 std::string ok_frame(const json::value& id, const json::value& result, std::size_t fds)
 {
-    json::object o;
-    o["id"] = id;
-    o["ok"] = true;
-    o["result"] = result;
-    if (fds)
-        o["fds"] = fds;
-    std::string s = json::serialize(o);
-    s += '\n';
+    // Spelled out rather than built as an object: that would deep-copy the result (a link or
+    // socket table) only to serialise it once. Same keys, same order.
+    std::string s = "{\"id\":";
+    s += json::serialize(id);
+    s += ",\"ok\":true,\"result\":";
+    s += json::serialize(result);
+    if (fds) {
+        s += ",\"fds\":";
+        s += std::to_string(fds);
+    }
+    s += "}\n";
     return s;
 }
 
