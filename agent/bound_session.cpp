@@ -18,7 +18,6 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr auto use_nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t read_chunk = 64 * 1024;
 constexpr std::size_t write_batch = 64 * 1024;
 
 } // namespace
@@ -136,11 +135,8 @@ asio::awaitable<void> bound_session::run()
             break;
         if (stopping_)
             continue; // answer what is already buffered, then close
-        std::vector<unique_fd> fds;
-        auto buf = reader_.prepare(read_chunk);
         boost::system::error_code rec;
-        auto n = recv_with_fds(sock_.native_handle(), buf, fds, MSG_DONTWAIT, rec);
-        reader_.commit(rec ? 0 : n, std::move(fds));
+        auto n = reader_.receive(sock_.native_handle(), MSG_DONTWAIT, rec);
         if (rec == boost::system::errc::resource_unavailable_try_again)
             continue;
         if (rec || n == 0)

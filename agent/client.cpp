@@ -116,11 +116,8 @@ boost::system::result<frame> client::next_frame(int timeout_ms)
             if (r <= 0)
                 continue;
         }
-        std::vector<unique_fd> fds;
-        auto span = reader_.prepare(65536);
         error_code ec;
-        auto n = recv_with_fds(sock_.get(), span, fds, 0, ec);
-        reader_.commit(ec ? 0 : n, std::move(fds));
+        auto n = reader_.receive(sock_.get(), 0, ec);
         if (ec)
             return ec;
         if (n == 0)

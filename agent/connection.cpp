@@ -208,11 +208,8 @@ asio::awaitable<void> connection::read_loop()
             peer_gone = true;
             break;
         }
-        std::vector<unique_fd> fds;
-        auto buf = reader_.prepare(read_chunk);
         boost::system::error_code rec;
-        auto n = recv_with_fds(sock_.native_handle(), buf, fds, MSG_DONTWAIT, rec);
-        reader_.commit(rec ? 0 : n, std::move(fds));
+        auto n = reader_.receive(sock_.native_handle(), MSG_DONTWAIT, rec, read_chunk);
         if (rec == boost::system::errc::resource_unavailable_try_again)
             continue;
         if (rec) {

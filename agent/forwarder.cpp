@@ -108,11 +108,8 @@ private:
                 continue;
             }
             auto [ec] = co_await sock_.async_wait(asio::socket_base::wait_read, use_nothrow_awaitable);
-            std::vector<unique_fd> fds;
-            auto buf = reader.prepare(65536);
             boost::system::error_code rec;
-            auto n = ec ? 0 : recv_with_fds(sock_.native_handle(), buf, fds, MSG_DONTWAIT, rec);
-            reader.commit(rec ? 0 : n, std::move(fds));
+            auto n = ec ? 0 : reader.receive(sock_.native_handle(), MSG_DONTWAIT, rec);
             if (rec == boost::system::errc::resource_unavailable_try_again)
                 continue;
             if (ec || rec || n == 0)

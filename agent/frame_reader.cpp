@@ -1,6 +1,8 @@
 // NDJSON line splitting with positional fd attribution.
 #include "nsagent/frame_reader.hpp"
 
+#include "nsagent/scm_rights.hpp"
+
 #include <cstring>
 
 namespace nsagent {
@@ -33,6 +35,15 @@ void frame_reader::commit(std::size_t n, std::vector<unique_fd> fds)
     // they are kept with an empty range and closed as orphans by the next line.
     if (!fds.empty())
         batches_.push_back({end - n, end, std::move(fds)});
+}
+
+std::size_t frame_reader::receive(int sock, int flags, boost::system::error_code& ec, std::size_t chunk)
+{
+    std::vector<unique_fd> fds;
+    auto buf = prepare(chunk);
+    auto n = recv_with_fds(sock, buf, fds, flags, ec);
+    commit(ec ? 0 : n, std::move(fds));
+    return ec ? 0 : n;
 }
 
 std::size_t frame_reader::queued_fds() const noexcept

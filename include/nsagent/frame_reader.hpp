@@ -4,6 +4,8 @@
 
 #include "nsagent/unique_fd.hpp"
 
+#include <boost/system/error_code.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -29,6 +31,11 @@ public:
     std::span<char> prepare(std::size_t n);
     // Records `n` bytes received into the prepared space, and the fds that came with them.
     void commit(std::size_t n, std::vector<unique_fd> fds);
+
+    // One recvmsg from `sock` (with `flags`, e.g. MSG_DONTWAIT) of up to `chunk` bytes into the
+    // buffer, with the fds that came along. Returns the byte count (0: end of stream); errors as
+    // recv_with_fds gives them (EAGAIN, EMSGSIZE for truncated control data, ...).
+    std::size_t receive(int sock, int flags, boost::system::error_code& ec, std::size_t chunk = 64 * 1024);
 
     struct line {
         std::string_view text;   // without '\n'; valid until the next prepare()/next()
