@@ -10,6 +10,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <fcntl.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -250,6 +251,75 @@ void cmd_stats(session& s)
                         "<=" + ms(ex.at("p50")) + "/" + ms(ex.at("p99")) + "ms", at(wo, "idle_ms") + "ms"});
     }
     print_table(rows);
+}
+
+// ---- doctor ---------------------------------------------------------------------------
+
+// The inode of /proc/PID/task/TID/ns/TYPE (or /proc/PID/ns/TYPE with tid 0); 0 if unreadable.
+std::uint64_t ns_inode(long pid, long tid, const char* type)
+{
+    std::string path = "/proc/" + std::to_string(pid) + (tid ? "/task/" + std::to_string(tid) : std::string()) + "/ns/" + type;
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+}
+
+// Threads inherit namespaces, and a thread left in the wrong one would do the next request's
+// work there: every task of the agent must be in the agent's own namespaces, or be a live
+// worker in its target (the other type staying the agent's). Exit 0 if so, 1 if not.
+int cmd_doctor(session& s)
+{
+    auto st = s.call("agent.stats").as_object();
+    long pid = std::stol(at(st, "pid"));
+    std::map<long, std::pair<std::string, std::uint64_t>> workers; // tid -> (type, ino)
+    for (auto& w : st.at("workers").as_array()) {
+        auto& ns = w.as_object().at("ns").as_object();
+        workers[std::stol(at(w.as_object(), "tid"))] = {at(ns, "type"), std::stoull(at(ns, "ino"))};
+    }
+    std::uint64_t own_net = ns_inode(pid, 0, "net"), own_mnt = ns_inode(pid, 0, "mnt");
+    std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+    DIR* d = ::opendir(task_dir.c_str());
+    if (!d || !own_net || !own_mnt) {
+        if (d)
+            ::closedir(d);
+        std::fprintf(stderr, "nsctl: doctor: cannot read %s (%s); run it as root or as the agent's user\n",
+                     task_dir.c_str(), std::strerror(errno));
+        return exit_op_error;
+    }
+    std::vector<long> tids;
+    while (dirent* e = ::readdir(d))
+        if (e->d_name[0] != '.')
+            tids.push_back(std::stol(e->d_name));
+    ::closedir(d);
+    std::sort(tids.begin(), tids.end());
+
+    int problems = 0;
+    json::array out;
+    std::vector<std::vector<std::string>> rows{{"TID", "ROLE", "NET", "MNT", "VERDICT"}};
+    for (long tid : tids) {
+        auto net = ns_inode(pid, tid, "net"), mnt = ns_inode(pid, tid, "mnt");
+        if (!net && !mnt)
+            continue; // exited while we looked
+        std::string role = "agent", verdict = "ok";
+        std::uint64_t want_net = own_net, want_mnt = own_mnt;
+        if (auto it = workers.find(tid); it != workers.end()) {
+            role = "worker " + it->second.first + ":[" + std::to_string(it->second.second) + "]";
+            (it->second.first == "net" ? want_net : want_mnt) = it->second.second;
+        }
+        if (net != want_net || mnt != want_mnt) {
+            ++problems;
+            verdict = "WRONG: should be net:[" + std::to_string(want_net) + "] mnt:[" + std::to_string(want_mnt) + "]";
+        }
+        rows.push_back({std::to_string(tid), role, "net:[" + std::to_string(net) + "]", "mnt:[" + std::to_string(mnt) + "]",
+                        verdict});
+        out.push_back(json::object{{"tid", tid}, {"role", role}, {"net", std::to_string(net)},
+                                   {"mnt", std::to_string(mnt)}, {"ok", verdict == "ok"}});
+    }
+    if (!s.raw(json::object{{"tasks", out}, {"problems", problems}})) {
+        print_table(rows);
+        std::cout << tids.size() << " tasks, " << workers.size() << " live workers, " << problems
+                  << (problems == 1 ? " problem" : " problems") << "\n";
+    }
+    return problems ? exit_op_error : exit_ok;
 }
 
 // ---- top ------------------------------------------------------------------------------
@@ -840,6 +910,8 @@ int main(int argc, char** argv)
     bool top_once = false;
     auto* top = app.add_subcommand("top", "Live view of the workers, like top -H (q or Ctrl-C quits)");
     top->add_flag("--once", top_once, "Print one frame and exit, for scripts");
+    auto* doctor = app.add_subcommand("doctor", "Check that every thread of the agent is in the agent's own namespaces "
+                                                "or is a live worker in its target; exit 1 if not");
     auto* metrics = app.add_subcommand("metrics", "All counters in the Prometheus text format (agent.metrics)");
     auto* ls = app.add_subcommand("ls", "Namespaces on the host, lsns-style, and which have a worker");
     auto* ns = app.add_subcommand("ns", "Per-namespace commands");
@@ -959,6 +1031,8 @@ int main(int argc, char** argv)
             cmd_metrics(s);
         else if (*top)
             return cmd_top(s, top_once);
+        else if (*doctor)
+            return cmd_doctor(s);
         else if (*ns_ping)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)

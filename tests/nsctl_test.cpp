@@ -328,3 +328,34 @@ TEST_F(Nsctl, TopOnceShowsAWorkerRowForANamespaceJustUsedAndLsSaysWhoPinsIt)
 }
 
 } // namespace
+
+namespace {
+
+// nsctl doctor: every task in the agent's namespaces or a live worker in its target; a worker
+// that wandered off (the test-only fault op) is named, and the exit status says so.
+TEST_F(Nsctl, DoctorChecksEveryThreadsNamespacesAndNamesAWanderer)
+{
+    netns n1, n2;
+    mount_holder m(false);
+    agent_process a;
+    auto c = a.connect();
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n1.name())).ok());
+    ASSERT_TRUE(call(c, "ns.ping", net_ns(n2.name())).ok());
+    ASSERT_TRUE(call(c, "ns.ping", pid_ns("mnt", m.pid())).ok());
+    auto good = nsctl(a.socket(), "doctor");
+    EXPECT_EQ(good.rc, 0) << good.out;
+    EXPECT_NE(good.out.find("3 live workers, 0 problems"), std::string::npos) << good.out;
+    EXPECT_NE(good.out.find("worker mnt:[" + std::to_string(m.ino()) + "]"), std::string::npos) << good.out;
+
+    // test.wander moves n1's worker back to the agent's own network namespace; it retires
+    // only when its next request comes, so doctor sees it in the wrong place now.
+    auto tid = result_of(call(c, "ns.ping", net_ns(n1.name()))).at("tid").as_int64();
+    ASSERT_TRUE(call(c, "test.wander", net_ns(n1.name())).ok());
+    auto bad = nsctl(a.socket(), "doctor");
+    EXPECT_EQ(bad.rc, 1) << bad.out;
+    EXPECT_NE(bad.out.find(std::to_string(tid)), std::string::npos);
+    EXPECT_NE(bad.out.find("WRONG: should be net:[" + std::to_string(n1.ino()) + "]"), std::string::npos) << bad.out;
+    EXPECT_NE(bad.out.find("1 problem"), std::string::npos) << bad.out;
+}
+
+} // namespace
