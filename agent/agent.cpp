@@ -16,6 +16,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/array.hpp>
 
+#include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -124,6 +125,7 @@ agent::~agent() = default;
 
 void agent::start()
 {
+    reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     base_threads_ = current_thread_count();
     wait_for_signal();
     asio::co_spawn(io_, accept_loop(), asio::detached);
@@ -187,6 +189,21 @@ void agent::reload_policy()
                   (restart.empty() ? std::string() : kv("needs_restart", restart)));
 }
 
+void agent::refuse_one_for_lack_of_fds(int err)
+{
+    // The reserve fd makes room for one accept, so that the waiting client learns why instead
+    // of hanging in the backlog; then it is taken back for the next time.
+    reserve_fd_.reset();
+    unique_fd c(::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (c) {
+        auto msg = error_frame(nullptr, os_failure(err, "the agent is out of file descriptors (" + errno_name(err) +
+                                                            "); this connection is closed, try again later"));
+        ::send(c.get(), msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    c.reset();
+    reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
+
 asio::awaitable<void> agent::accept_loop()
 {
     asio::steady_timer backoff(io_);
@@ -197,6 +214,8 @@ asio::awaitable<void> agent::accept_loop()
         if (ec) {
             // EMFILE/ENFILE leave the connection pending: accepting again at once would spin.
             log_event(log_level::warning, "accept_failed", kv("error", errno_name(ec.value())));
+            if (ec.value() == EMFILE || ec.value() == ENFILE)
+                refuse_one_for_lack_of_fds(ec.value());
             backoff.expires_after(std::chrono::milliseconds(100));
             auto [wec] = co_await backoff.async_wait(use_nothrow_awaitable);
             (void)wec;

@@ -96,6 +96,7 @@ private:
     void account(const request_ptr& r, const op_result& res);
     std::size_t inflight_total() const;
     boost::asio::awaitable<void> accept_loop();
+    void refuse_one_for_lack_of_fds(int err);
     boost::asio::awaitable<void> sweep_loop();
     boost::asio::awaitable<void> drain_loop();
     boost::asio::awaitable<void> netns_watch_loop();
@@ -119,6 +120,7 @@ private:
     audit_log audit_;
     nsagent::policy policy_;  // swapped only here, on the I/O thread; workers never read it
     std::string config_path_;
+    unique_fd reserve_fd_; // /dev/null, given up to accept-and-refuse a client when out of fds
     uid_t agent_uid_ = ::geteuid();
     std::uint64_t bound_sessions_ = 0; // connections handed to their worker (agent.bind) now
     std::uint64_t binds_ = 0;          // ... since start

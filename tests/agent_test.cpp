@@ -802,3 +802,43 @@ TEST_F(Agent, ConnectionsBeyondMaxConnectionsAreRefusedWithAReason)
 }
 
 } // namespace
+
+namespace {
+
+// Out of file descriptors: a client the agent cannot accept is still told why (a reserve fd
+// makes room for one accept), the agent keeps serving the connections it has, and accepts
+// again once fds free up.
+TEST_F(Agent, OutOfFdsAClientIsToldWhyAndServiceResumesWhenFdsFreeUp)
+{
+    agent_process a;
+    auto probe = a.connect();
+    ASSERT_TRUE(wait_until([&] { return stats(probe).at("connections").as_int64() == 1; }));
+    int limit = a.fd_count() + 1;
+    auto pid = std::to_string(a.pid());
+    ASSERT_EQ(sh("prlimit --pid " + pid + " --nofile=" + std::to_string(limit) + ":"), 0); // the soft limit only: it can be raised again
+    std::vector<client> held;
+    std::string refusal;
+    for (int i = 0; i < 8 && refusal.empty(); ++i) {
+        auto c = client::connect(a.socket());
+        ASSERT_TRUE(c) << c.error().message();
+        auto f = c->next_frame(1500);
+        if (f && !f->ok())
+            refusal = f->error_message();
+        else
+            held.push_back(std::move(*c)); // accepted: it has no frame to read
+    }
+    EXPECT_NE(refusal.find("out of file descriptors (EMFILE)"), std::string::npos) << refusal;
+    EXPECT_TRUE(call(probe, "agent.ping").ok()) << "connections it has are still served";
+    ASSERT_EQ(sh("prlimit --pid " + pid + " --nofile=4096:"), 0);
+    held.clear();
+    ASSERT_TRUE(wait_until([&] {
+        auto c = client::connect(a.socket());
+        if (!c)
+            return false;
+        auto f = c->call({{"op", "agent.ping"}}, {}, 2000);
+        return f && f->ok();
+    })) << "accepting again once fds free up";
+    EXPECT_NE(a.log().find("event=accept_failed error=EMFILE"), std::string::npos);
+}
+
+} // namespace
