@@ -584,18 +584,24 @@ asio::awaitable<void> agent::drain_loop()
         co_await tick();
 
     // Past the drain deadline: whatever is left gets shutting_down, exactly once.
+    // Every reply is claimed before any stuck worker is marked wedged: marking one moves its
+    // queue to a fresh worker, which must find those requests already answered, not serve them
+    // while the agent shuts down.
     std::size_t cut = 0;
+    std::vector<std::shared_ptr<ns_worker>> stuck;
     for (auto& [p, c] : conns_) {
         for (auto& r : c->inflight()) {
             auto prev = r->claim_final();
             if (!prev)
                 continue;
             if (*prev == pending_request::state::running && !r->op_returned && r->worker)
-                pool_.mark_wedged(r->worker);
+                stuck.push_back(r->worker);
             send_final(r, agent_failure(errc::shutting_down, "the agent stopped before this request finished"), {});
             ++cut;
         }
     }
+    for (auto& w : stuck)
+        pool_.mark_wedged(w);
     pool_.retire_all();
     for (auto& [p, c] : conns_)
         c->close_when_flushed();

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 using namespace nsagent;
 
@@ -76,6 +77,12 @@ int main(int argc, char** argv)
     // thread created later inherits this set.
     if (auto warning = restrict_capabilities(); !warning.empty())
         log_event(log_level::warning, "capabilities", kv("warning", warning));
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer starts a helper thread on the first pthread_create. Let that happen now,
+    // after the capability cut (it inherits the reduced set) and before the base thread count
+    // is taken, so that "threads = base + workers" stays exact in a TSan build.
+    std::thread([] {}).join();
+#endif
 
     // A client that vanishes must never kill the agent: writes use MSG_NOSIGNAL, and this
     // covers everything else.

@@ -62,7 +62,7 @@ TEST_P(Capabilities, EveryThreadHoldsExactlyTheDocumentedSet)
         EXPECT_EQ(caps["CapAmb"], 0u) << "tid " << e->d_name;
     }
     ::closedir(d);
-    EXPECT_EQ(threads, 3) << "the I/O thread and two workers";
+    EXPECT_EQ(threads, stats(c).at("base_threads").as_int64() + 2) << "the fixed threads and two workers";
     // NoNewPrivs is set.
     std::ifstream status("/proc/" + std::to_string(a.pid()) + "/status");
     std::string line;

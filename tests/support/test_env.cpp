@@ -28,6 +28,17 @@ namespace json = boost::json;
 
 namespace nsagent::test {
 
+#if defined(__SANITIZE_THREAD__)
+namespace {
+// ThreadSanitizer starts a helper thread on a process's first pthread_create; tests that count
+// their own threads (the in-process worker pool) need it to exist before they start counting.
+const int tsan_helper_started = [] {
+    std::thread([] {}).join();
+    return 0;
+}();
+} // namespace
+#endif
+
 std::string unique_name(const std::string& tag)
 {
     static std::atomic<int> n{0};
