@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -74,5 +76,41 @@ TEST_P(Capabilities, EveryThreadHoldsExactlyTheDocumentedSet)
 
 INSTANTIATE_TEST_SUITE_P(Agent, Capabilities, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "AsNonRootWithAmbientCaps" : "AsRoot"; });
+
+} // namespace
+
+namespace {
+
+// Started with no capabilities at all (a broken unit, a plain user): the agent says so at
+// start, answers every namespace request with a clear per-request error naming the syscall and
+// the errno, and keeps serving.
+TEST(Capabilities, WithoutPrivilegesEveryRequestFailsClearlyAndTheAgentStaysUp)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: to make a namespace and drop to another uid";
+    netns n;
+    std::string dir = "/tmp/" + unique_name("nocaps");
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    ASSERT_EQ(::chown(dir.c_str(), agent_test_uid, agent_test_uid), 0);
+    std::string sock = dir + "/nsagent.sock";
+    {
+        holder agent("echo ready; exec setpriv --reuid " + std::to_string(agent_test_uid) + " --regid " +
+                     std::to_string(agent_test_uid) + " --clear-groups --inh-caps=-all --bounding-set=-all " +
+                     NSAGENT_TEST_AGENT + " --socket " + sock + " >" + dir + "/log 2>&1");
+        ASSERT_TRUE(wait_until([&] { return static_cast<bool>(client::connect(sock)); }));
+        auto c = client::connect(sock);
+        ASSERT_TRUE(c);
+        for (int i = 0; i < 2; ++i) {
+            auto f = call(*c, "ns.ping", net_ns(n.name()));
+            EXPECT_EQ(f.error_code(), "os_error");
+            EXPECT_NE(f.error_message().find("setns"), std::string::npos) << f.error_message();
+            EXPECT_EQ(f.value.at("error").at("errno_name").as_string(), "EPERM");
+        }
+        EXPECT_TRUE(call(*c, "agent.ping").ok()) << "still serving";
+        auto log = sh_out("cat " + dir + "/log");
+        EXPECT_NE(log.find("started without cap_sys_admin"), std::string::npos) << log;
+    }
+    sh("rm -rf " + dir);
+}
 
 } // namespace
