@@ -15,6 +15,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <cxxabi.h>
+
 #include <cerrno>
 #include <exception>
 
@@ -110,7 +112,19 @@ void ns_worker::thread_main()
     boost::asio::post(pool_.home(), [self, failure] { self->pool_.on_started(self, failure); });
     if (failure)
         return;
+    // A thread that leaves io_.run() by unwinding (pthread_exit in an op, a cancellation) must
+    // still answer its request, hand back its queue and be joined.
+    struct unwind_guard {
+        ns_worker& w;
+        bool done = false;
+        ~unwind_guard()
+        {
+            if (!done)
+                w.died();
+        }
+    } guard{*this};
     io_.run();
+    guard.done = true;
     // Per-worker sockets (netlink) hold their namespace: close them with the thread, not
     // whenever the last reference to this object goes.
     env_ = worker_env{};
@@ -244,7 +258,9 @@ void ns_worker::drain()
         if (began < r->deadline && r->try_start()) {
             queue_wait.record(began - r->enqueued_at);
             op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
+            running_ = r;
             r->result = run_op(*r->spec, ctx, r->as);
+            running_ = nullptr;
             r->reply_fds = std::move(ctx.reply_fds);
             // The client gets its reply now, from this thread, if the connection's writer is
             // idle; the I/O thread only does the bookkeeping then.
@@ -309,6 +325,8 @@ op_result ns_worker::run_op(const op_spec& spec, op_context& ctx, const std::opt
             res = spec.fn(ctx);
         } catch (const std::exception& e) {
             res = agent_failure(errc::internal, std::string("exception: ") + e.what());
+        } catch (abi::__forced_unwind&) {
+            throw; // the thread is exiting (pthread_exit): died() answers for it
         } catch (...) {
             res = agent_failure(errc::internal, "unknown exception");
         }
@@ -322,6 +340,20 @@ op_result ns_worker::run_op(const op_spec& spec, op_context& ctx, const std::opt
     if (!res)
         errors_.fetch_add(1, std::memory_order_relaxed);
     return res;
+}
+
+void ns_worker::died()
+{
+    auto self = shared_from_this();
+    if (auto r = std::exchange(running_, nullptr)) {
+        r->result = agent_failure(errc::internal, "the worker thread exited during the op; the namespace gets a fresh worker");
+        r->op_returned.store(true, std::memory_order_release);
+        boost::asio::post(pool_.home(), [self, r] { self->pool_.on_left(self, r); });
+    }
+    env_ = worker_env{};
+    boost::asio::post(pool_.home(), [self] { self->pool_.on_unfit(self, "thread_exited"); });
+    if (!abandoned_)
+        boost::asio::post(pool_.home(), [self] { self->pool_.on_exited(self); });
 }
 
 bool ns_worker::unfit()

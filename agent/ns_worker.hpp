@@ -109,6 +109,8 @@ private:
     bool in_place() const;
     void drain();
     void stop_sessions();
+    // The thread is leaving by unwinding: answers the running request, tells the pool.
+    void died();
     // Waits awake, up to worker_spin_us, for the next request; true if one came.
     bool spin_for_work();
 
@@ -138,6 +140,7 @@ private:
     clock::time_point idle_since_{};  // worker thread only: when it last ran out of work
     bool hot_ = false;                 // worker thread only: its last idle gap was within the spin
     std::vector<std::shared_ptr<bound_session>> sessions_; // worker thread only
+    request_ptr running_;                                   // worker thread only: in run_op now
     unique_fd procfs_;                  // worker thread only
     worker_env env_;                    // worker thread only
 };

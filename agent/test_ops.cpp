@@ -5,6 +5,7 @@
 #include <boost/json/object.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -64,6 +65,13 @@ op_result wander_op(op_context&)
     return json::object{{"wandered", true}};
 }
 
+// Ends the worker thread in the middle of an op (pthread_exit unwinds it): the "thread exits"
+// fault. The request must still get one reply, and the namespace a fresh worker.
+op_result exit_op(op_context&)
+{
+    ::pthread_exit(nullptr);
+}
+
 } // namespace
 
 void register_test_ops(op_registry& r)
@@ -71,6 +79,7 @@ void register_test_ops(op_registry& r)
     r.add({"test.sleep", op_class::read, op_site::worker, ns_need::required, {}, &sleep_op});
     r.add({"test.throw", op_class::read, op_site::worker, ns_need::required, {}, &throw_op});
     r.add({"test.wander", op_class::read, op_site::worker, ns_need::required, ns_type::net, &wander_op});
+    r.add({"test.exit", op_class::read, op_site::worker, ns_need::required, {}, &exit_op});
     r.add({"test.probe", op_class::read, op_site::worker, ns_need::required, {}, &probe_op});
 }
 

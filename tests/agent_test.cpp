@@ -842,3 +842,38 @@ TEST_F(Agent, OutOfFdsAClientIsToldWhyAndServiceResumesWhenFdsFreeUp)
 }
 
 } // namespace
+
+namespace {
+
+// A worker thread that exits in the middle of an op (test.exit: pthread_exit) still gets its
+// request one reply at once, not at the deadline; the request queued behind it is served by a
+// fresh worker; the dead thread is joined, and nothing is left behind.
+TEST_F(Agent, AWorkerThreadThatExitsIsAnsweredForAndReplaced)
+{
+    netns n;
+    agent_process a;
+    auto c = a.connect();
+    auto first = result_of(call(c, "ns.ping", net_ns(n.name())));
+    long threads = a.thread_count();
+    auto ns = json::serialize(net_ns(n.name()));
+    ASSERT_FALSE(c.send_line(R"({"id":"exit","op":"test.exit","timeout_ms":60000,"ns":)" + ns + "}"));
+    ASSERT_FALSE(c.send_line(R"({"id":"after","op":"ns.ping","ns":)" + ns + "}"));
+    std::map<std::string, frame> got;
+    for (int i = 0; i < 2; ++i) {
+        auto f = c.next_frame(10000);
+        ASSERT_TRUE(f) << "both requests answered well before the 60 s deadline: " << f.error().message();
+        got[std::string(f->value.at("id").as_string())] = std::move(*f);
+    }
+    EXPECT_EQ(got["exit"].error_code(), "internal");
+    EXPECT_NE(got["exit"].error_message().find("worker thread exited"), std::string::npos) << got["exit"].error_message();
+    ASSERT_TRUE(got["after"].ok());
+    EXPECT_NE(got["after"].value.at("result").at("tid").as_int64(), first.at("tid").as_int64()) << "a fresh worker";
+    EXPECT_EQ(u64(got["after"].value.at("result").at("ino")), n.ino());
+    ASSERT_TRUE(wait_until([&] { return a.thread_count() == threads; })) << "the dead thread is joined";
+    auto st = stats(c);
+    EXPECT_EQ(st.at("retired").at("thread_exited").as_int64(), 1);
+    EXPECT_EQ(st.at("workers").as_array().size(), 1u);
+    EXPECT_EQ(a.terminate(), 0);
+}
+
+} // namespace
