@@ -8,6 +8,7 @@
 #include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -426,6 +427,52 @@ TEST_F(FsOps, WritingToAReadOnlyMountIsErofs)
     auto w = fs(h.pid(), "fs.write", {{"path", h.dir() + "/ro/f"}, {"data_b64", b64("x")}});
     EXPECT_EQ(w.value.at("error").at("errno_name"), json::value("EROFS")) << json::serialize(w.value);
     EXPECT_EQ(fs(h.pid(), "fs.mkdir", {{"path", h.dir() + "/ro/d"}}).value.at("error").at("errno_name"), json::value("EROFS"));
+}
+
+} // namespace
+
+namespace {
+
+// An atomic fs.write interrupted by SIGKILL of the agent, at many points in its course, leaves
+// the old file or the new one, never a torn one (temp file + fsync + rename).
+TEST(FsAtomicWrite, SigkillAtAnyPointLeavesTheOldFileOrTheNewOne)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: mount namespaces";
+    mount_holder m(false);
+    auto target = m.dir() + "/config";
+    auto in_ns = [&](const std::string& cmd) { return sh_out("nsenter -t " + std::to_string(m.pid()) + " -m -- " + cmd); };
+    auto write_old = [&] {
+        return sh("nsenter -t " + std::to_string(m.pid()) + " -m -- sh -c \"head -c 300000 /dev/zero | tr '\\\\0' A > " +
+                  target + "\"");
+    };
+    ASSERT_EQ(write_old(), 0);
+    auto old_sum = in_ns("sha256sum " + target).substr(0, 64);
+    auto new_sum = sh_out("head -c 600000 /dev/zero | tr '\\0' B | sha256sum").substr(0, 64);
+    ASSERT_NE(old_sum, new_sum);
+    std::string b64;
+    for (int i = 0; i < 200000; ++i)
+        b64 += "QkJC"; // "BBB"
+    std::string line = R"({"id":1,"op":"fs.write","ns":{"type":"mnt","pid":)" + std::to_string(m.pid()) +
+                       R"(},"args":{"path":")" + target + R"(","data_b64":")" + b64 + "\"}}";
+    int olds = 0, news = 0;
+    for (int point = 0; point < 40; ++point) {
+        {
+            agent_process a;
+            auto c = a.connect();
+            ASSERT_FALSE(c.send_line(line));
+            std::this_thread::sleep_for(std::chrono::microseconds(point * 250)); // a different kill point each time
+            ::kill(a.pid(), SIGKILL);
+        }
+        auto sum = in_ns("sha256sum " + target).substr(0, 64);
+        ASSERT_TRUE(sum == old_sum || sum == new_sum) << "torn file after a kill at " << point * 250 << " us";
+        (sum == old_sum ? olds : news)++;
+        if (sum == new_sum) { // put the old one back for the next kill point
+            ASSERT_EQ(write_old(), 0);
+        }
+    }
+    RecordProperty("old_after_kill", olds);
+    RecordProperty("new_after_kill", news);
 }
 
 } // namespace
