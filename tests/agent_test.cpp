@@ -877,3 +877,39 @@ TEST_F(Agent, AWorkerThreadThatExitsIsAnsweredForAndReplaced)
 }
 
 } // namespace
+
+namespace {
+
+// Clients that vanish mid-request, mid-reply (their socket full) and mid-fd-passing (replies
+// that carry a socket) leave no fd behind, and the agent keeps serving.
+TEST_F(Agent, ClientsVanishingMidReplyOrMidFdPassingLeakNothing)
+{
+    netns n;
+    agent_process a({{"queue_depth", 512}});
+    auto probe = a.connect();
+    // The worker keeps its netlink socket once net.links has opened it: part of the baseline.
+    ASSERT_TRUE(call(probe, "net.links", net_ns(n.name())).ok());
+    ASSERT_TRUE(wait_until([&] { return stats(probe).at("connections").as_int64() == 1; }));
+    int fds = a.fd_count();
+    auto ns = json::serialize(net_ns(n.name()));
+    for (int i = 0; i < 60; ++i) {
+        auto c = a.connect();
+        int small = 4096;
+        ::setsockopt(c.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        std::string burst;
+        for (int k = 0; k < 40; ++k) {
+            burst += R"({"id":)" + std::to_string(k) + R"(,"op":)" +
+                     (k % 4 == 0 ? std::string(R"("net.socket","args":{"type":"dgram"})") : std::string(R"("net.links")")) +
+                     R"(,"ns":)" + ns + "}\n";
+        }
+        burst += R"({"id":"half","op":"ns.pi)"; // and a request cut in the middle
+        ASSERT_EQ(::send(c.native_handle(), burst.data(), burst.size(), MSG_NOSIGNAL), static_cast<ssize_t>(burst.size()));
+        if (i % 2)
+            (void)c.next_frame(200); // read a little, or nothing, then vanish
+    }
+    ASSERT_TRUE(wait_until([&] { return stats(probe).at("connections").as_int64() == 1 && a.fd_count() == fds; }))
+        << "fds " << a.fd_count() << " vs " << fds << " before";
+    EXPECT_TRUE(call(probe, "ns.ping", net_ns(n.name())).ok());
+}
+
+} // namespace
