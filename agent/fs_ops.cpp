@@ -2,6 +2,7 @@
 // the namespace's root (fs_path), files open non-blocking and are type-checked with fstat before
 // any read, and every fd closes on every path (unique_fd).
 #include "fs_path.hpp"
+#include "mountinfo.hpp"
 #include "op_registry.hpp"
 
 #include "nsagent/protocol.hpp"
@@ -362,21 +363,6 @@ op_result read_op(op_context& c)
     return json::object{{"data_b64", b64(data.data(), data.size())}, {"eof", eof}, {"size", u64_to_json(st.st_size)}};
 }
 
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string unescape(std::string_view s)
-{
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
-            out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
-            i += 3;
-        } else {
-            out += s[i];
-        }
-    }
-    return out;
-}
-
 op_result mounts_op(op_context& c)
 {
     // The worker's own mountinfo, through the host-procfs fd it opened before setns: inside a
@@ -394,43 +380,7 @@ op_result mounts_op(op_context& c)
             break;
         text.append(buf, static_cast<std::size_t>(n));
     }
-    json::array out;
-    std::size_t pos = 0;
-    while (pos < text.size()) {
-        auto nl = text.find('\n', pos);
-        std::string_view line(text.data() + pos, (nl == std::string::npos ? text.size() : nl) - pos);
-        pos = nl == std::string::npos ? text.size() : nl + 1;
-        std::vector<std::string_view> f;
-        for (std::size_t i = 0; i < line.size();) {
-            auto sp = line.find(' ', i);
-            f.push_back(line.substr(i, (sp == std::string_view::npos ? line.size() : sp) - i));
-            i = sp == std::string_view::npos ? line.size() : sp + 1;
-        }
-        // id parent maj:min root mountpoint options [optional...] - fstype source superoptions
-        auto dash = std::find(f.begin(), f.end(), "-");
-        if (dash == f.end() || dash - f.begin() < 6 || f.end() - dash < 4)
-            continue;
-        std::string propagation;
-        for (auto it = f.begin() + 6; it != dash; ++it) {
-            std::string_view tag = it->substr(0, it->find(':'));
-            std::string word = tag == "shared" ? "shared" : tag == "master" ? "slave" : tag == "unbindable" ? "unbindable" : "";
-            if (!word.empty() && propagation.find(word) == std::string::npos)
-                propagation += (propagation.empty() ? "" : ",") + word;
-        }
-        if (propagation.empty())
-            propagation = "private";
-        out.push_back(json::object{{"mount_id", std::stoll(std::string(f[0]))},
-                                   {"parent_id", std::stoll(std::string(f[1]))},
-                                   {"major_minor", f[2]},
-                                   {"root", unescape(f[3])},
-                                   {"mount_point", unescape(f[4])},
-                                   {"options", f[5]},
-                                   {"fstype", unescape(dash[1])},
-                                   {"source", unescape(dash[2])},
-                                   {"super_options", unescape(dash[3])},
-                                   {"propagation", propagation}});
-    }
-    return out;
+    return parse_mountinfo(text);
 }
 
 std::string fstype_name(long magic)
