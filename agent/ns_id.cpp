@@ -103,6 +103,12 @@ boost::system::result<ns_handle, op_error> resolve(const selector& s, std::span<
     if (!id) {
         auto e = id.error();
         e.message = what + ": " + e.message;
+        // A plain file under /run/netns is a name whose namespace is not mounted on it: `ip
+        // netns add` creates the file before it bind-mounts the namespace, and `ip netns del`
+        // unmounts before it unlinks. For that name there is no namespace (yet, or any more).
+        if (s.by == selector::form::name && e.code == make_error_code(errc::bad_request))
+            return agent_failure(errc::ns_not_found, what + " names no namespace now (a plain file: being added or "
+                                                            "deleted by ip netns?)");
         return e;
     }
     if (s.type && id->type != *s.type)

@@ -913,3 +913,22 @@ TEST_F(Agent, ClientsVanishingMidReplyOrMidFdPassingLeakNothing)
 }
 
 } // namespace
+
+namespace {
+
+// `ip netns add` creates /run/netns/NAME before it mounts the namespace on it (and `ip netns
+// del` unmounts before it unlinks): a name that is, for that moment, a plain file names no
+// namespace. The soak found requests answered bad_request in that window.
+TEST_F(Agent, ANameThatIsAPlainFileForAMomentIsNotFoundNotABadRequest)
+{
+    agent_process a;
+    auto c = a.connect();
+    auto name = unique_name("plain");
+    ASSERT_EQ(sh("mkdir -p /run/netns && touch /run/netns/" + name), 0);
+    auto f = call(c, "ns.ping", net_ns(name));
+    sh("rm -f /run/netns/" + name);
+    EXPECT_EQ(f.error_code(), "ns_not_found") << f.error_message();
+    EXPECT_NE(f.error_message().find("names no namespace now"), std::string::npos) << f.error_message();
+}
+
+} // namespace
