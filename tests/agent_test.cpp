@@ -689,6 +689,15 @@ TEST_F(Agent, EveryTaskIsInTheAgentsNamespacesOrIsAWorkerInItsTarget)
     }
     auto r = result_of(call(c, "ns.ping", pid_ns("mnt", m.pid())));
     workers[r.at("tid").as_int64()] = {"mnt", m.ino()};
+    // Connecting from inside a namespace (what nsctl net forward and net.probe do) and a bound
+    // connection must leave no thread anywhere else either.
+    EXPECT_EQ(call(c, "net.connect", net_ns(n1.name()), {{"address", "127.0.0.1:1"}}).error_code(), "os_error");
+    ASSERT_TRUE(call(c, "net.probe", net_ns(n2.name()), {{"address", "127.0.0.1:1"}}).ok());
+    {
+        auto b = a.connect();
+        ASSERT_TRUE(call(b, "agent.bind", net_ns(n2.name())).ok());
+        ASSERT_TRUE(call(b, "net.links").ok());
+    }
 
     auto proc = "/proc/" + std::to_string(a.pid());
     auto own_net = ino_of(proc + "/ns/net"), own_mnt = ino_of(proc + "/ns/mnt");
