@@ -146,6 +146,7 @@ const std::map<std::string, setter, std::less<>>& keys()
         {"max_request_bytes", number(&config::max_request_bytes, 256, std::size_t{256} << 20)},
         {"max_inflight_per_connection", number(&config::max_inflight_per_connection, 1, 1 << 20)},
         {"max_unsent_bytes", number(&config::max_unsent_bytes, 4096, std::size_t{1} << 32)},
+        {"max_inflight_bytes", number(&config::max_inflight_bytes, 4096, std::size_t{1} << 32)},
         {"drain_timeout_ms", number(&config::drain_timeout_ms, 0, 600000)},
         {"max_connections", number(&config::max_connections, 1, 1 << 20)},
         {"partial_line_timeout_ms", number(&config::partial_line_timeout_ms, 1, 24u * 3600 * 1000)},

@@ -37,6 +37,7 @@ struct config {
     std::size_t max_request_bytes = 1 << 20;      // a longer line gets too_large, then close
     std::uint32_t max_inflight_per_connection = 256; // then the connection is not read
     std::size_t max_unsent_bytes = 8 << 20;       // replies queued for a slow reader; then not read
+    std::size_t max_inflight_bytes = 16 << 20;    // request bytes in flight per connection; then not read
     std::uint32_t drain_timeout_ms = 5000;        // SIGTERM: finish in-flight work until this
     std::uint32_t max_connections = 1024;         // more are answered busy and closed
     std::uint32_t partial_line_timeout_ms = 10000; // a half-sent line older than this closes the connection

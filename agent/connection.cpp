@@ -95,8 +95,10 @@ void connection::track(const request_ptr& r)
 void connection::forget(const pending_request& r)
 {
     auto it = inflight_.find(key(r.req.id));
-    if (it != inflight_.end() && it->second.req.get() == &r)
+    if (it != inflight_.end() && it->second.req.get() == &r) {
+        inflight_bytes_ -= it->second.bytes;
         inflight_.erase(it); // destroying the timer cancels it
+    }
     if (bind_pending_ && !handover_ && r.req.op == "agent.bind")
         bind_pending_ = false; // the bind failed: the connection stays with the I/O thread
 }
@@ -140,7 +142,8 @@ void connection::send(std::string frame, std::vector<unique_fd> fds)
 
 bool connection::read_blocked() const
 {
-    return bind_pending_ || inflight_.size() >= agent_.cfg().max_inflight_per_connection || unsent_ > agent_.cfg().max_unsent_bytes;
+    return bind_pending_ || inflight_.size() >= agent_.cfg().max_inflight_per_connection ||
+           unsent_ > agent_.cfg().max_unsent_bytes || inflight_bytes_ > agent_.cfg().max_inflight_bytes;
 }
 
 void connection::handle_line(frame_reader::line& line)
@@ -168,7 +171,14 @@ void connection::handle_line(frame_reader::line& line)
     auto bind_id = rq->id;
     if (bind)
         bind_pending_ = true;
+    auto id_key = key(rq->id);
     agent_.dispatch(shared_from_this(), std::move(*rq), std::move(line.fds));
+    // Large requests hold memory while they wait: count them, so that a flood of them stops
+    // the reading (max_inflight_bytes) instead of growing the agent.
+    if (auto it = inflight_.find(id_key); it != inflight_.end() && it->second.bytes == 0) {
+        it->second.bytes = line.text.size();
+        inflight_bytes_ += it->second.bytes;
+    }
     if (bind && !handover_ && !is_inflight(bind_id))
         bind_pending_ = false; // refused at once (policy, bad selector): reading goes on
 }
@@ -367,6 +377,7 @@ void connection::close()
     for (auto& [k, e] : inflight_)
         e.req->claim_final();
     inflight_.clear();
+    inflight_bytes_ = 0;
     out_.clear();
     unsent_ = 0;
     channel_->shut(); // no worker writes to this fd after this, nor to whatever reuses its number

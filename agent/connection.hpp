@@ -73,6 +73,7 @@ private:
     struct entry {
         request_ptr req;
         std::unique_ptr<boost::asio::steady_timer> timer;
+        std::size_t bytes = 0; // the request line's size, counted in inflight_bytes_
     };
     struct outgoing {
         std::string bytes;
@@ -100,6 +101,7 @@ private:
     std::map<std::string, entry> inflight_;
     std::deque<outgoing> out_;
     std::size_t unsent_ = 0;
+    std::size_t inflight_bytes_ = 0; // request bytes held by requests in flight (args and all)
     boost::asio::steady_timer read_gate_;  // wakes the reader when backpressure lifts
     boost::asio::steady_timer write_gate_; // wakes the writer when a frame is queued
     boost::asio::steady_timer partial_deadline_; // a half-sent line must complete by then

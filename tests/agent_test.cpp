@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -938,6 +939,61 @@ TEST_F(Agent, ANameThatIsAPlainFileForAMomentIsNotFoundNotABadRequest)
     sh("rm -f /run/netns/" + name);
     EXPECT_EQ(f.error_code(), "ns_not_found") << f.error_message();
     EXPECT_NE(f.error_message().find("names no namespace now"), std::string::npos) << f.error_message();
+}
+
+} // namespace
+
+namespace {
+
+long rss_kib(pid_t pid)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0)
+            return std::stol(line.substr(6));
+    return -1;
+}
+
+// A flood of large requests that cannot be served quickly (they queue behind a slow one) stops
+// being read at max_inflight_bytes: the agent's memory stays bounded, and other clients are
+// served meanwhile.
+TEST_F(Agent, AFloodOfLargeRequestsIsNotReadBeyondMaxInflightBytes)
+{
+    netns n;
+    agent_process a({{"max_inflight_bytes", 4 << 20}, {"queue_depth", 512}});
+    auto other = a.connect();
+    ASSERT_TRUE(call(other, "ns.ping", net_ns(n.name())).ok());
+    long before = rss_kib(a.pid());
+    auto flood = a.connect();
+    auto ns = json::serialize(net_ns(n.name()));
+    ASSERT_FALSE(flood.send_line(R"({"id":"slow","op":"test.sleep","args":{"ms":3000},"ns":)" + ns + "}"));
+    std::string pad(900 * 1024, 'x');
+    std::size_t sent = 0;
+    int fd = flood.native_handle();
+    // Up to 100 MB of requests, each ~900 KB; stop when the agent has stopped reading for 1 s.
+    for (int i = 0; i < 110; ++i) {
+        std::string line = R"({"id":)" + std::to_string(i) + R"(,"op":"ns.ping","ns":)" + ns + R"(,"args":{"pad":")" + pad +
+                           "\"}}\n";
+        std::size_t off = 0;
+        auto stalled_since = std::chrono::steady_clock::now();
+        while (off < line.size() && std::chrono::steady_clock::now() - stalled_since < std::chrono::seconds(1)) {
+            ssize_t w = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0) {
+                off += static_cast<std::size_t>(w);
+                stalled_since = std::chrono::steady_clock::now();
+            } else {
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+        }
+        sent += off;
+        if (off < line.size())
+            break; // the agent stopped reading: backpressure reached the client
+    }
+    long during = rss_kib(a.pid());
+    EXPECT_LT(sent, std::size_t{40} << 20) << "the agent stopped reading long before 100 MB";
+    EXPECT_LT(during - before, 48 * 1024) << "RSS grew by " << (during - before) << " KiB";
+    EXPECT_TRUE(call(other, "agent.ping").ok()) << "other clients are served meanwhile";
 }
 
 } // namespace
