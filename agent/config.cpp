@@ -151,7 +151,7 @@ const std::map<std::string, setter, std::less<>>& keys()
         {"max_connections", number(&config::max_connections, 1, 1 << 20)},
         {"partial_line_timeout_ms", number(&config::partial_line_timeout_ms, 1, 24u * 3600 * 1000)},
         {"worker_stack_kib", number(&config::worker_stack_kib, 64, 65536)},
-        {"worker_spin_us", number(&config::worker_spin_us, 0, 1000)},
+        {"worker_spin_us", number(&config::worker_spin_us, 0, 100000)},
         {"fs_max_read_bytes", number(&config::fs_max_read_bytes, 1, std::size_t{64} << 20)},
     };
     return k;
