@@ -5,6 +5,7 @@
 #include <boost/json/object.hpp>
 
 #include <fcntl.h>
+#include <sys/capability.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -72,6 +73,25 @@ op_result exit_op(op_context&)
     ::pthread_exit(nullptr);
 }
 
+// Runs with the client's fs identity (as fs ops do) and takes CAP_SETGID out of the thread's
+// permitted set, so that putting the thread's groups back after the op must fail: the "identity
+// did not restore" fault. The worker must retire after this reply and serve nothing more.
+op_result lose_setgid_op(op_context&)
+{
+    cap_t caps = cap_get_proc();
+    if (!caps)
+        return os_failure(errno, "cap_get_proc");
+    cap_value_t setgid = CAP_SETGID;
+    cap_set_flag(caps, CAP_EFFECTIVE, 1, &setgid, CAP_CLEAR);
+    cap_set_flag(caps, CAP_PERMITTED, 1, &setgid, CAP_CLEAR);
+    int rc = cap_set_proc(caps); // this thread only
+    int err = errno;
+    cap_free(caps);
+    if (rc < 0)
+        return os_failure(err, "capset");
+    return json::object{{"lost", "CAP_SETGID"}};
+}
+
 } // namespace
 
 void register_test_ops(op_registry& r)
@@ -79,6 +99,9 @@ void register_test_ops(op_registry& r)
     r.add({"test.sleep", op_class::read, op_site::worker, ns_need::required, {}, &sleep_op});
     r.add({"test.throw", op_class::read, op_site::worker, ns_need::required, {}, &throw_op});
     r.add({"test.wander", op_class::read, op_site::worker, ns_need::required, ns_type::net, &wander_op});
+    op_spec lose{"test.lose_setgid", op_class::read, op_site::worker, ns_need::required, {}, &lose_setgid_op};
+    lose.as_client = true;
+    r.add(lose);
     r.add({"test.exit", op_class::read, op_site::worker, ns_need::required, {}, &exit_op});
     r.add({"test.probe", op_class::read, op_site::worker, ns_need::required, {}, &probe_op});
 }

@@ -180,3 +180,40 @@ INSTANTIATE_TEST_SUITE_P(Agent, FsIdentity, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "AsNonRootWithAmbientCaps" : "AsRoot"; });
 
 } // namespace
+
+namespace {
+
+// A worker whose per-op identity cannot be restored (test.lose_setgid takes CAP_SETGID away in
+// the middle of a non-root client's op) answers that request, then retires and serves nothing
+// more: the next request gets a fresh worker with the agent's identity.
+TEST(FsIdentityFault, AWorkerWhoseIdentityDoesNotRestoreRetires)
+{
+    if (!is_root())
+        GTEST_SKIP() << "needs root: clients of other uids";
+    netns n;
+    agent_process a({{"policy", json::array{json::object{{"uid", 65534}, {"allow", json::array{"read"}}}}}});
+    open_to_everyone(a);
+    auto root = a.connect();
+    auto first = call(root, "ns.ping", net_ns(n.name()));
+    ASSERT_TRUE(first.ok());
+    auto ns = net_ns(n.name());
+    auto r = as_user(65534, 65534, {}, [&](client& c, client_results& out) {
+        auto f = c.call({{"op", "test.lose_setgid"}, {"ns", ns}}, {}, 10000);
+        out["lose"] = f ? f->error_code() : "transport";
+    }, a);
+    EXPECT_EQ(r["lose"], "") << "the request itself is answered";
+    ASSERT_TRUE(wait_until([&] {
+        auto st = stats(root);
+        auto* retired = st.at("retired").as_object().if_contains("identity_not_restored");
+        return retired && retired->as_int64() == 1;
+    })) << json::serialize(stats(root));
+    auto next = call(root, "ns.ping", net_ns(n.name()));
+    ASSERT_TRUE(next.ok());
+    EXPECT_NE(next.value.at("result").at("tid"), first.value.at("result").at("tid")) << "a fresh worker";
+    auto st = stats(root);
+    ASSERT_EQ(st.at("workers").as_array().size(), 1u);
+    auto tid = st.at("workers").as_array()[0].at("tid").as_int64();
+    EXPECT_EQ(identity_of(task_status(a.pid(), tid)), identity_of(task_status(a.pid(), a.pid())));
+}
+
+} // namespace
