@@ -947,12 +947,7 @@ namespace {
 
 long rss_kib(pid_t pid)
 {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("VmRSS:", 0) == 0)
-            return std::stol(line.substr(6));
-    return -1;
+    return std::stol(status_fields("/proc/" + std::to_string(pid) + "/status").at("VmRSS")); // "1234 kB"
 }
 
 // A flood of large requests that cannot be served quickly (they queue behind a slow one) stops

@@ -278,12 +278,9 @@ int agent_process::fd_count() const
 
 int agent_process::thread_count() const
 {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("Threads:", 0) == 0)
-            return std::stoi(line.substr(8));
-    return -1;
+    auto fields = status_fields("/proc/" + std::to_string(pid_) + "/status");
+    auto it = fields.find("Threads");
+    return it == fields.end() ? -1 : std::stoi(it->second);
 }
 
 frame call(client& c, const std::string& op, json::object ns, json::object args, std::optional<int> timeout_ms)
