@@ -4,6 +4,7 @@
 #include "bound_session.hpp"
 
 #include "connection.hpp"
+#include "gpu_worker.hpp"
 #include "log.hpp"
 #include "service_manager.hpp"
 
@@ -464,14 +465,59 @@ void agent::run_inline(const request_ptr& r, const std::shared_ptr<connection>& 
 {
     if (!r->try_start())
         return;
-    op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, nullptr, this, c.get(), {}};
+    op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, nullptr, this, c.get(), {}, {}};
     op_result res = agent_failure(errc::internal, "op did not run");
     try {
         res = r->spec->fn(ctx);
     } catch (const std::exception& e) {
         res = agent_failure(errc::internal, std::string("exception: ") + e.what());
     }
+    // A loop op with a second half (pkt.analyze starting its stream) continues there.
+    if (r->spec->then && res) {
+        r->result = std::move(res);
+        r->reply_fds = std::move(ctx.reply_fds);
+        r->handoff = std::move(ctx.handoff);
+        r->spec->then(*this, r);
+        return;
+    }
     finish(r, res, std::move(ctx.reply_fds));
+}
+
+void agent::start_stream(const request_ptr& r, stream_job::body_fn body)
+{
+    if (r->current() == pending_request::state::finished)
+        return; // answered meanwhile (its deadline, a disconnect)
+    if (draining_)
+        return finish(r, agent_failure(errc::shutting_down, "the agent is shutting down"));
+    if (streams_.size() >= cfg_.max_streams)
+        return finish(r, agent_failure(errc::busy, "max_streams (" + std::to_string(cfg_.max_streams) +
+                                                       ") captures and analyses are running; retry later"));
+    std::weak_ptr<pending_request> weak = r;
+    auto job = std::make_shared<stream_job>(
+        [this, weak](std::string kind, json::object fields, std::vector<unique_fd> fds) {
+            asio::post(io_, [this, weak, kind = std::move(kind), fields = std::move(fields), fds = std::move(fds)]() mutable {
+                if (auto r = weak.lock())
+                    send_event(r, kind, std::move(fields), std::move(fds));
+            });
+        });
+    r->job = job;
+    streams_.emplace(r.get(), r);
+    ++streams_started_;
+    job->start(std::move(body), [this, r](op_result res) {
+        asio::post(io_, [this, r, res = std::move(res)] {
+            finish(r, res);
+            r->job->join();
+            streams_.erase(r.get());
+        });
+    });
+}
+
+void agent::send_event(const request_ptr& r, std::string_view kind, json::object fields, std::vector<unique_fd> fds)
+{
+    if (r->current() == pending_request::state::finished)
+        return;
+    if (auto c = r->conn.lock(); c && c->is_open())
+        c->send(event_frame(r->req.id, kind, std::move(fields), fds.size()), std::move(fds));
 }
 
 void agent::complete(const request_ptr& r)
@@ -522,6 +568,10 @@ void agent::send_final(const request_ptr& r, const op_result& res, std::vector<u
 
 void agent::on_deadline(const request_ptr& r)
 {
+    if (r->job && r->current() != pending_request::state::finished) {
+        r->job->request_stop("deadline");
+        return;
+    }
     auto prev = r->claim_final();
     if (!prev)
         return;
@@ -539,6 +589,11 @@ void agent::on_deadline(const request_ptr& r)
 
 bool agent::cancel(const request_ptr& r)
 {
+    // A stream answers for itself, with what it has so far.
+    if (r->job && r->current() != pending_request::state::finished) {
+        r->job->request_stop("cancelled");
+        return true;
+    }
     if (!r->claim_final())
         return false;
     send_final(r, agent_failure(errc::cancelled, "cancelled by agent.cancel"), {});
@@ -568,6 +623,10 @@ void agent::begin_drain()
     acceptor_.close(ec);
     log_event(log_level::notice, "drain_start", kv("inflight", static_cast<long long>(inflight_total())));
     notify_stopping();
+    // Captures and analyses end now and answer with what they have: their final replies count
+    // as answered requests like any other.
+    for (auto& [p, r] : streams_)
+        r->job->request_stop("the agent is shutting down");
     asio::co_spawn(io_, drain_loop(), asio::detached);
 }
 
@@ -602,6 +661,11 @@ asio::awaitable<void> agent::drain_loop()
     }
     for (auto& w : stuck)
         pool_.mark_wedged(w);
+    // Stream threads were told to stop at the drain's start and poll for it; their replies
+    // were claimed above if still missing. Join them: no thread outlives the agent.
+    for (auto& [p, r] : streams_)
+        r->job->join();
+    streams_.clear();
     pool_.retire_all();
     for (auto& [p, c] : conns_)
         c->close_when_flushed();
@@ -664,6 +728,8 @@ json::object agent::stats() const
     o["direct_replies"] = direct_replies_;
     o["direct_replies_partial"] = stashed_replies_;
     o["connections_accepted"] = accepted_;
+    o["streams"] = streams_.size();
+    o["streams_started"] = streams_started_;
     o["inflight"] = inflight_total();
     std::size_t unsent = 0;
     for (auto& [p, c] : conns_)
@@ -676,6 +742,11 @@ json::object agent::stats() const
     o["replies"] = std::move(replies);
     o["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_).count();
     o["draining"] = draining_;
+    if (gpu_)
+        o["gpu"] = json::object{{"ready", gpu_->ready()},
+                                {"status", gpu_->status()},
+                                {"batches", gpu_->batches()},
+                                {"packets", gpu_->packets()}};
     if (!metrics_endpoint_.empty())
         o["metrics_listen"] = metrics_endpoint_;
     return o;

@@ -6,6 +6,7 @@
 #include "config.hpp"
 #include "op_registry.hpp"
 #include "pending_request.hpp"
+#include "stream_job.hpp"
 #include "worker_pool.hpp"
 
 #include "nsagent/unique_fd.hpp"
@@ -29,6 +30,7 @@
 namespace nsagent {
 
 class connection;
+class gpu_worker;
 
 // Binds the agent's socket at `path` with mode 0660, creating its directory. A stale socket
 // file (nobody listening) is replaced; a live one, or a file that is not a socket, is refused.
@@ -65,6 +67,17 @@ public:
     // cancel, a disconnect). Fds of a reply that lost the race close here.
     void finish(const request_ptr& r, const op_result& res, std::vector<unique_fd> fds = {});
     boost::asio::io_context& io() noexcept { return io_; }
+
+    // Stream ops (pkt.capture, pkt.analyze): runs `body` on its own thread for `r`, whose final
+    // reply is the body's result. Answers busy past max_streams. From the op's loop half.
+    void start_stream(const request_ptr& r, stream_job::body_fn body);
+    // A non-final frame for `r`, unless it was answered already (then `fds` close). I/O thread.
+    void send_event(const request_ptr& r, std::string_view kind, boost::json::object fields,
+                    std::vector<unique_fd> fds);
+    std::size_t streams() const noexcept { return streams_.size(); }
+    // The CUDA worker (nsagentd starts it before the agent); null: CPU engine only.
+    void set_gpu(gpu_worker* g) noexcept { gpu_ = g; }
+    gpu_worker* gpu() const noexcept { return gpu_; }
 
     boost::json::object stats() const;
     // The same data in the Prometheus text exposition format (version 0.0.4).
@@ -126,6 +139,9 @@ private:
     std::uint64_t binds_ = 0;          // ... since start
     std::uint64_t direct_replies_ = 0; // final replies their worker wrote (reply_channel)
     std::uint64_t stashed_replies_ = 0; // ... of which the socket took only a part at first // non-root when run as User=nsagent with ambient caps
+    std::map<const pending_request*, request_ptr> streams_; // stream ops whose thread runs
+    std::uint64_t streams_started_ = 0;
+    gpu_worker* gpu_ = nullptr;
     std::string metrics_endpoint_; // where /metrics is served, once listening
     std::shared_ptr<void> metrics_http_; // the HTTP listener (metrics_http.cpp), when configured
 };

@@ -180,7 +180,7 @@ std::string bound_session::handle(frame_reader::line& line, std::vector<unique_f
                                                  " ops to this client");
     }
     std::vector<unique_fd> passed = std::move(line.fds);
-    op_context ctx{*rq, passed, &ns, &worker_.env(), nullptr, nullptr, {}};
+    op_context ctx{*rq, passed, &ns, &worker_.env(), nullptr, nullptr, {}, {}};
     auto res = worker_.run_op(*spec, ctx, spec->as_client ? grant_.as : std::nullopt);
     if (spec->cls != op_class::read && grant_.audit)
         grant_.audit(rq->op, res ? std::string("ok") : std::string(to_string(wire_code(res.error().code))));

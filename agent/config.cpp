@@ -1,5 +1,6 @@
 // Config file loading. Unknown keys are errors: a typo must not silently keep a default.
 #include "config.hpp"
+#include "packet_engine.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -139,6 +140,23 @@ const std::map<std::string, setter, std::less<>>& keys()
              c.audit = std::string(v.get_string());
              return {};
          }},
+        {"pkt_engine",
+         [](config& c, const json::value& v) -> std::string {
+             if (!v.is_string() || !(v.get_string() == "cpu" || v.get_string() == "cuda" || v.get_string() == "auto"))
+                 return "must be \"cpu\", \"cuda\" or \"auto\"";
+             c.pkt_engine = std::string(v.get_string());
+             return {};
+         }},
+        {"rss_key",
+         [](config& c, const json::value& v) -> std::string {
+             if (!v.is_string() || !pkt::parse_rss_key(v.get_string()))
+                 return "must be 80 hex digits (40 bytes), \"default\" or \"symmetric\"";
+             c.rss_key = std::string(v.get_string());
+             return {};
+         }},
+        {"max_streams", number(&config::max_streams, 1, 1024)},
+        {"gpu_min_batch", number(&config::gpu_min_batch, 1, 1u << 24)},
+        {"pkt_batch", number(&config::pkt_batch, 1, 1u << 24)},
         {"queue_depth", number(&config::queue_depth, 1, 1 << 20)},
         {"default_timeout_ms", number(&config::default_timeout_ms, 1, 24u * 3600 * 1000)},
         {"max_workers", number(&config::max_workers, 1, 1 << 20)},

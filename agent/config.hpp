@@ -45,6 +45,11 @@ struct config {
     std::uint32_t worker_spin_us = 50;            // a worker that ran out of work waits this long awake; 0: off
     std::string metrics_listen;                   // "127.0.0.1:9477": serve /metrics over HTTP; empty: off
     std::size_t fs_max_read_bytes = 1 << 20;      // fs.read length cap (base64 makes it 4/3 on the wire)
+    std::uint32_t max_streams = 8;                // pkt.capture and pkt.analyze running at once; then busy
+    std::string pkt_engine = "auto";              // the default engine: "cpu", "cuda" or "auto"
+    std::uint32_t gpu_min_batch = 65536;          // auto: a batch this large or larger goes to the GPU
+    std::uint32_t pkt_batch = 65536;              // frames the engine takes at a time (and the GPU's buffer size)
+    std::string rss_key = "default";              // 80 hex digits, "default" (the verification suite's) or "symmetric"
     nsagent::policy policy;                       // for clients other than uid 0 (always allowed)
     std::string audit = "syslog";                 // mutations and fds handed out: "syslog", a file path, or "off"
 };

@@ -1,5 +1,6 @@
 // Connection reader and writer coroutines.
 #include "connection.hpp"
+#include "stream_job.hpp"
 
 #include "agent.hpp"
 #include "log.hpp"
@@ -374,8 +375,11 @@ void connection::close()
     reading_ = false;
     // Abandon what is still in flight: queued requests never start, running ones have their
     // result dropped. Nobody is left to answer.
-    for (auto& [k, e] : inflight_)
+    for (auto& [k, e] : inflight_) {
         e.req->claim_final();
+        if (e.req->job)
+            e.req->job->request_stop("client disconnected");
+    }
     inflight_.clear();
     inflight_bytes_ = 0;
     out_.clear();

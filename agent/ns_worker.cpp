@@ -257,11 +257,12 @@ void ns_worker::drain()
         bool left = false; // on_left posted already
         if (began < r->deadline && r->try_start()) {
             queue_wait.record(began - r->enqueued_at);
-            op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}};
+            op_context ctx{r->req, r->fds, r->ns ? &*r->ns : nullptr, &env_, nullptr, nullptr, {}, {}};
             running_ = r;
             r->result = run_op(*r->spec, ctx, r->as);
             running_ = nullptr;
             r->reply_fds = std::move(ctx.reply_fds);
+            r->handoff = std::move(ctx.handoff);
             // The client gets its reply now, from this thread, if the connection's writer is
             // idle; the I/O thread only does the bookkeeping then.
             if (r->channel && r->reply_fds.empty()) {

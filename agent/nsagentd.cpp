@@ -3,6 +3,7 @@
 #include "capabilities.hpp"
 #include "service_manager.hpp"
 #include "config.hpp"
+#include "gpu_worker.hpp"
 #include "log.hpp"
 #include "op_registry.hpp"
 
@@ -114,6 +115,7 @@ int main(int argc, char** argv)
     register_net_ops(ops);
     register_net_connect_ops(ops);
     register_fs_ops(ops);
+    register_pkt_ops(ops);
 #ifdef NSAGENT_TEST_OPS
     register_test_ops(ops);
 #endif
@@ -138,6 +140,18 @@ int main(int argc, char** argv)
     struct stat sock_file {};
     ::stat(cfg->socket_path.c_str(), &sock_file);
 
+    // The CUDA worker, started here on the main thread, in the host's namespaces, before any
+    // pinned worker: the CUDA runtime's helper threads inherit this thread's namespaces. The
+    // agent's base thread count, taken at start(), includes them.
+    std::optional<gpu_worker> gpu;
+    if (cfg->pkt_engine != "cpu" && gpu_worker::built_with_cuda()) {
+        gpu.emplace(cfg->pkt_batch, std::size_t{cfg->pkt_batch} * 1024);
+        if (gpu->ready())
+            log_event(log_level::notice, "gpu_ready", kv("device", gpu->status()));
+        else
+            log_event(log_level::notice, "gpu_unavailable", kv("reason", gpu->status()) + kv("engine", "cpu"));
+    }
+
     std::size_t wedged = 0;
     {
         boost::asio::io_context io{1};
@@ -150,6 +164,8 @@ int main(int argc, char** argv)
         }
         agent& a = *built;
         a.set_config_source(config_path);
+        if (gpu)
+            a.set_gpu(&*gpu);
         a.start();
         log_event(log_level::notice, "listening", kv("socket", cfg->socket_path) + kv("pid", ::getpid()));
         io.run();

@@ -55,6 +55,7 @@ struct op_context {
     agent* host = nullptr;              // op_site::loop only
     connection* conn = nullptr;         // op_site::loop only
     std::vector<unique_fd> reply_fds;   // sent with the success frame (SCM_RIGHTS)
+    std::shared_ptr<void> handoff;      // what a worker half leaves for its loop half (pkt.capture's handle)
 };
 
 using op_result = boost::system::result<boost::json::value, op_error>;
@@ -97,6 +98,7 @@ void register_ns_ops(op_registry& r);
 void register_net_ops(op_registry& r);
 void register_net_connect_ops(op_registry& r);
 void register_fs_ops(op_registry& r);
+void register_pkt_ops(op_registry& r);
 // Test builds only (nsagentd-test): fault and probe ops that release binaries must not have.
 void register_test_ops(op_registry& r);
 

@@ -21,6 +21,7 @@ namespace nsagent {
 
 class connection;
 class ns_worker;
+class stream_job;
 
 // Shared between the I/O thread and one worker. The state machine is the only thing both
 // threads write; the op's result is written by the worker before it posts completion, which
@@ -76,8 +77,13 @@ public:
     // Written by the worker, then published by posting completion to the I/O thread.
     std::optional<op_result> result;
     std::vector<unique_fd> reply_fds;
+    std::shared_ptr<void> handoff; // op_context::handoff, for the loop half
     std::atomic<bool> op_returned{false}; // the op ran and returned (distinguishes a wedge)
     bool replied_directly = false; // the worker wrote the final reply itself (reply_channel)
+
+    // I/O thread: the thread of a stream op (stream_job.hpp) once its loop half started it.
+    // Cancel, the deadline, a disconnect and the drain stop it instead of answering for it.
+    std::shared_ptr<stream_job> job;
 
 private:
     std::atomic<state> st_{state::queued};
