@@ -19,7 +19,10 @@ enum link_kind : std::uint8_t { link_ethernet, link_sll, link_sll2, link_raw };
 // A checksum's verdict. `none`: UDP over IPv4 sent without one (0). `unverifiable`: the
 // capture holds fewer bytes than the checksum covers (caplen < len), or the packet is a
 // fragment whose checksum covers the reassembled datagram.
-enum csum_verdict : std::uint8_t { csum_absent = 0, csum_ok, csum_bad, csum_none, csum_unverifiable };
+// `offloaded`: a TCP or UDP packet captured on the host that sent it before the NIC (or the
+// loopback) filled in the checksum (CHECKSUM_PARTIAL): the field holds only the pseudo-header's
+// sum. Not an error on the wire, so not counted as one.
+enum csum_verdict : std::uint8_t { csum_absent = 0, csum_ok, csum_bad, csum_none, csum_unverifiable, csum_offloaded };
 
 // packet_record::flags
 enum : std::uint8_t {
@@ -57,6 +60,8 @@ struct csum_job {
     std::uint32_t off;
     std::uint32_t len;
     std::uint64_t seed;
+    std::uint32_t field;     // TCP/UDP: the checksum field as a little-endian word
+    std::uint32_t may_be_partial; // TCP/UDP: the field may hold an offload's pseudo-header sum
 };
 
 struct packet_jobs {
@@ -213,6 +218,11 @@ NSAGENT_HD void parse_l4(const std::uint8_t* f, std::uint32_t cap, std::uint32_t
     j.l4.off = off;
     j.l4.len = covered;
     j.l4.seed = r.proto == ip_proto_icmp ? 0 : pseudo_sum(r, covered);
+    if (r.proto == ip_proto_tcp || r.proto == ip_proto_udp) {
+        std::uint32_t at = r.proto == ip_proto_tcp ? 16 : 6;
+        j.l4.field = static_cast<std::uint32_t>(h[at] | h[at + 1] << 8);
+        j.l4.may_be_partial = 1;
+    }
 }
 
 NSAGENT_HD void parse_ipv4(const std::uint8_t* f, std::uint32_t cap, std::uint32_t len, std::uint32_t off,
@@ -425,15 +435,18 @@ NSAGENT_HD void set_verdicts(packet_record& r, const packet_jobs& j, std::uint64
 {
     if (j.ip.len)
         r.ip_csum = fold(ip_sum + j.ip.seed) == 0xffff ? csum_ok : csum_bad;
-    if (j.l4.len)
+    if (j.l4.len) {
         r.l4_csum = fold(l4_sum + j.l4.seed) == 0xffff ? csum_ok : csum_bad;
+        if (r.l4_csum == csum_bad && j.l4.may_be_partial && j.l4.field == fold(j.l4.seed))
+            r.l4_csum = csum_offloaded;
+    }
 }
 
 // Totals are counters indexed by these; tally() lists the ones a record adds 1 to (bytes
 // adds the packet's length). One list for both engines: the GPU adds them atomically.
 enum counter : std::uint8_t {
     t_packets, t_bytes, t_ipv4, t_ipv6, t_non_ip, t_tcp, t_udp, t_icmp, t_icmpv6, t_other_l4,
-    t_fragments, t_malformed, t_truncated, t_unverifiable, t_csum_none,
+    t_fragments, t_malformed, t_truncated, t_unverifiable, t_csum_none, t_offloaded,
     t_bad_ipv4, t_bad_tcp, t_bad_udp, t_bad_icmp, t_bad_icmpv6,
     t_count
 };
@@ -470,6 +483,8 @@ NSAGENT_HD int tally(const packet_record& r, std::uint8_t* out)
         out[n++] = t_unverifiable;
     else if (r.l4_csum == csum_none)
         out[n++] = t_csum_none;
+    else if (r.l4_csum == csum_offloaded)
+        out[n++] = t_offloaded;
     else if (r.l4_csum == csum_bad)
         switch (r.proto) {
         case ip_proto_tcp: out[n++] = t_bad_tcp; break;

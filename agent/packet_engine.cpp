@@ -320,6 +320,7 @@ std::string_view counter_name(counter c) noexcept
     case t_truncated: return "truncated";
     case t_unverifiable: return "unverifiable";
     case t_csum_none: return "csum_none";
+    case t_offloaded: return "csum_offloaded";
     case t_bad_ipv4: return "ipv4";
     case t_bad_tcp: return "tcp";
     case t_bad_udp: return "udp";
