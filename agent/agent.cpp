@@ -516,8 +516,10 @@ void agent::send_event(const request_ptr& r, std::string_view kind, json::object
 {
     if (r->current() == pending_request::state::finished)
         return;
-    if (auto c = r->conn.lock(); c && c->is_open())
-        c->send(event_frame(r->req.id, kind, std::move(fields), fds.size()), std::move(fds));
+    if (auto c = r->conn.lock(); c && c->is_open()) {
+        std::string frame = event_frame(r->req.id, kind, std::move(fields), fds.size()); // before fds moves
+        c->send(std::move(frame), std::move(fds));
+    }
 }
 
 void agent::complete(const request_ptr& r)

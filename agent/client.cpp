@@ -106,7 +106,8 @@ boost::system::result<frame> client::next_frame(int timeout_ms)
             return error_code(EMSGSIZE, system_category());
 
         if (timeout_ms >= 0) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
+            // Rounded up: a remainder under 1 ms must still poll, not time out unread.
+            auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now()).count();
             if (left <= 0)
                 return error_code(ETIMEDOUT, system_category());
             pollfd p{sock_.get(), POLLIN, 0};

@@ -1,5 +1,6 @@
 // nsctl: the operator's command line for nsagentd. Human tables by default, raw JSON with --json.
 #include "forwarder.hpp"
+#include "packet_commands.hpp"
 
 #include "nsagent/client.hpp"
 #include "nsagent/protocol.hpp"
@@ -1010,6 +1011,36 @@ int main(int argc, char** argv)
     net_sysctl->add_option("NAME", sysctl_name, "A key under net., e.g. net.ipv4.ip_forward")->required();
     net_sysctl->add_option("VALUE", sysctl_value, "The new value");
 
+    auto* pkt = app.add_subcommand("pkt", "Packet capture in a network namespace, and packet analysis");
+    pkt->require_subcommand(1);
+    capture_options cap;
+    std::string cap_ns;
+    auto* pkt_capture = pkt->add_subcommand(
+        "capture", "Capture on an interface inside NS, like tcpdump there; print the top flows and checksum errors at the end");
+    pkt_capture->add_option("NS", cap_ns, "The network namespace")->required();
+    pkt_capture->add_option("-i,--interface", cap.ifname, "Interface inside the namespace, e.g. eth0 or lo")->required();
+    pkt_capture->add_option("-c,--count", cap.count, "Stop after N packets");
+    pkt_capture->add_option("--duration", cap.duration_s, "Stop after S seconds (fractions allowed)")->check(CLI::Range(0.0, 86400.0));
+    pkt_capture->add_option("-f,--filter", cap.filter, "tcpdump filter expression, e.g. \"tcp port 443\"");
+    pkt_capture->add_option("-w,--write", cap.write_to, "Write the pcap to FILE, or to stdout with -w - (then the table goes to stderr)");
+    pkt_capture->add_option("-s,--snaplen", cap.snaplen, "Bytes kept per packet")->check(CLI::Range(64, 262144));
+    pkt_capture->footer("Without -c or --duration it runs until Ctrl-C, which still prints the analysis.\n"
+                        "Examples:\n"
+                        "  nsctl pkt capture blue -i eth0 -c 1000 --top 5\n"
+                        "  nsctl pkt capture blue -i eth0 -f 'tcp port 80' -w - | tshark -r -\n"
+                        "  nsctl pkt capture pid:4242 -i eth0 --duration 10 -w /tmp/web.pcap");
+    analyze_options ana;
+    auto* pkt_analyze = pkt->add_subcommand("analyze", "Analyse a pcap or pcapng file: top flows, checksum errors, RSS hashes");
+    pkt_analyze->add_option("FILE", ana.file, "The capture file")->required()->check(CLI::ExistingFile);
+    for (auto* sub : {pkt_capture, pkt_analyze}) {
+        analysis_view_options& v = sub == pkt_capture ? static_cast<analysis_view_options&>(cap) : ana;
+        sub->add_option("--top", v.top, "Flows to show (default 10)")->check(CLI::Range(0, 100000));
+        sub->add_option("--order", v.order, "Rank flows by bytes (default) or packets")->check(CLI::IsMember({"bytes", "packets"}));
+        sub->add_option("--engine", v.engine, "cpu, cuda, or auto (the GPU for large batches when one is ready)")
+            ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+        sub->add_flag("--bidirectional", v.bidirectional, "Count both directions of a conversation as one flow");
+    }
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -1033,7 +1064,17 @@ int main(int argc, char** argv)
             return cmd_top(s, top_once);
         else if (*doctor)
             return cmd_doctor(s);
-        else if (*ns_ping)
+        else if (*pkt_capture) {
+            o.type = "net";
+            cap.ns = ns_arg(cap_ns, o);
+            cap.agent_socket = o.socket;
+            cap.json_out = o.json_out;
+            return run_capture(cap);
+        } else if (*pkt_analyze) {
+            ana.agent_socket = o.socket;
+            ana.json_out = o.json_out;
+            return run_analyze(ana);
+        } else if (*ns_ping)
             cmd_ns_ping(s, ns_arg(ns_text, o));
         else if (*ns_release)
             cmd_ns_release(s, ns_arg(ns_text, o));
