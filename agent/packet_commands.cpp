@@ -140,8 +140,9 @@ json::object analysis_args(const analysis_view_options& o)
 
 int report(const frame& f, bool json_out, FILE* table_out)
 {
+    // As every nsctl command: the result with --json, or the whole error frame.
     if (json_out)
-        std::cout << json::serialize(f.value) << std::endl;
+        std::cout << json::serialize(f.ok() ? f.value.at("result") : json::value(f.value)) << std::endl;
     if (!f.ok()) {
         std::fprintf(stderr, "nsctl: %s: %s\n", f.error_code().c_str(), f.error_message().c_str());
         return exit_op_error;

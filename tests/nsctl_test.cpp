@@ -359,3 +359,38 @@ TEST_F(Nsctl, DoctorChecksEveryThreadsNamespacesAndNamesAWanderer)
 }
 
 } // namespace
+
+namespace {
+
+// nsctl pkt capture writes a pcap that tshark reads and prints the flow table; nsctl pkt
+// analyze reads the same file back to the same totals.
+TEST_F(Nsctl, PktCaptureWritesAPcapAndAnalyzeReadsItBack)
+{
+    if (sh("command -v tshark >/dev/null") != 0)
+        GTEST_SKIP() << "tshark is not installed (.ci/setup installs it)";
+    netns n;
+    ASSERT_EQ(sh("ip -n " + n.name() + " link set lo up"), 0);
+    agent_process a;
+    std::string file = "/tmp/" + unique_name("cap") + ".pcap";
+    // A sender bounded in count and time (50 datagrams, 5 s); the capture stops itself at 5.
+    std::string sender = "timeout 10 ip netns exec " + n.name() +
+                         " python3 -c \"import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                         "for i in range(50): s.sendto(b'q'*40,('127.0.0.1',5558)); time.sleep(0.1)\" &";
+    ASSERT_EQ(sh(sender), 0);
+    auto cap = nsctl(a.socket(), "pkt capture " + n.name() + " -i lo -c 5 -f 'udp port 5558' -w " + file);
+    EXPECT_EQ(cap.rc, 0) << cap.out;
+    EXPECT_NE(cap.out.find("127.0.0.1:5558"), std::string::npos) << cap.out;
+    EXPECT_NE(cap.out.find("stopped: count"), std::string::npos) << cap.out;
+    EXPECT_EQ(sh_out("tshark -r " + file + " 2>/dev/null | wc -l"), "5\n");
+    auto ana = nsctl(a.socket(), "--json pkt analyze " + file + " --engine cpu");
+    EXPECT_EQ(ana.rc, 0) << ana.out;
+    auto v = boost::json::parse(ana.out).as_object();
+    EXPECT_EQ(v.at("totals").at("udp").to_number<int>(), 5);
+    EXPECT_EQ(v.at("engine"), "cpu");
+    auto missing = nsctl(a.socket(), "pkt capture " + n.name() + " -i nosuch0 -c 1");
+    EXPECT_EQ(missing.rc, 1) << missing.out;
+    EXPECT_NE(missing.out.find("nosuch0"), std::string::npos) << missing.out;
+    ::unlink(file.c_str());
+}
+
+} // namespace
