@@ -517,6 +517,13 @@ TEST_F(Pkt, DisconnectEndsTheCaptureAndLeaksNoFdOrThread)
         auto pipe = start_capture(c, n.name(), {{"ifname", "lo"}}, 1, 60000);
         ASSERT_TRUE(pipe);
         ASSERT_TRUE(wait_until([&] { return stats(probe).at("streams").to_number<std::uint64_t>() == 1; }));
+        if (i == 0) {
+            // The thread audit with a capture running: the stream thread (and the GPU worker's,
+            // in a CUDA build) must be in the agent's own namespaces, the worker in its target.
+            auto doctor = sh_out("NSAGENT_SOCKET=" + a.socket() + " " + NSAGENT_NSCTL + " doctor 2>&1; echo rc=$?");
+            EXPECT_NE(doctor.find("0 problems"), std::string::npos) << doctor;
+            EXPECT_NE(doctor.find("rc=0"), std::string::npos) << doctor;
+        }
     } // client and pipe closed
     EXPECT_TRUE(wait_until([&] { return stats(probe).at("streams").to_number<std::uint64_t>() == 0; }));
     EXPECT_TRUE(wait_until([&] { return a.fd_count() == fds0 && a.thread_count() == threads0; }))
