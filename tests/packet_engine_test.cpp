@@ -7,6 +7,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <map>
 #include <random>
 
 using namespace nsagent;
@@ -347,4 +350,83 @@ TEST(Flows, TopOrderIsDeterministicWithTiesBrokenByTheTuple)
     for (int i = 0; i < 4; ++i)
         EXPECT_EQ(top[static_cast<std::size_t>(i)].sport, i + 1);
     EXPECT_EQ(a.flow_count(), 10u);
+}
+
+// The CUDA engine reduces each batch to one partial flow per key (its earliest packet's tuple
+// and hash, summed counts, min/max times) and merges those in first-packet order. This is that
+// reduction done on the host: merging partials must give exactly what adding packet by packet
+// gives, in both directions' modes, which is what lets the GPU's output equal the CPU's.
+TEST(Flows, MergingPerBatchPartialFlowsEqualsAddingPacketByPacket)
+{
+    std::mt19937 rng(99);
+    std::vector<bytes> frames;
+    for (int i = 0; i < 3000; ++i) {
+        bool fwd = rng() % 2;
+        std::string a = "10.0.0." + std::to_string(1 + rng() % 4), b = "10.0.1." + std::to_string(1 + rng() % 4);
+        std::uint16_t pa = static_cast<std::uint16_t>(1000 + rng() % 3), pb = 80;
+        l4_spec l4(rng() % 3 ? 6 : 17, fwd ? pa : pb, fwd ? pb : pa, static_cast<std::uint8_t>(rng()), bytes(rng() % 50));
+        frames.push_back(ethernet(fwd ? ipv4_packet(a, b, l4) : ipv4_packet(b, a, l4)));
+    }
+    for (bool bidirectional : {false, true}) {
+        pkt::engine_options o;
+        o.bidirectional = bidirectional;
+        auto direct = analyze(frames, pkt::link_ethernet, o);
+
+        // Per-packet records, as the kernels produce them.
+        pkt::analysis merged(o);
+        std::vector<pkt::packet_record> recs;
+        std::uint64_t ts = 1000;
+        for (auto& f : frames) {
+            pkt::packet_record r;
+            pkt::packet_jobs j;
+            pkt::parse_packet(f.data(), static_cast<std::uint32_t>(f.size()), static_cast<std::uint32_t>(f.size()), ts++,
+                              pkt::link_ethernet, r, j);
+            pkt::set_verdicts(r, j, pkt::ones_sum_bytes(f.data() + j.ip.off, j.ip.len, 0),
+                              pkt::ones_sum_bytes(f.data() + j.l4.off, j.l4.len, 0));
+            r.rss = merged.rss(r);
+            recs.push_back(r);
+        }
+        // Group by canonical key (sort + reduce-by-key), earliest packet first within a key.
+        auto key = [&](const pkt::packet_record& r) {
+            bool rev = bidirectional && (std::memcmp(r.src, r.dst, 16) > 0 || (std::memcmp(r.src, r.dst, 16) == 0 && r.sport > r.dport));
+            std::string k(1, static_cast<char>(r.proto));
+            k.append(reinterpret_cast<const char*>(rev ? r.dst : r.src), 16).append(reinterpret_cast<const char*>(rev ? r.src : r.dst), 16);
+            k += std::to_string(rev ? r.dport : r.sport) + ":" + std::to_string(rev ? r.sport : r.dport);
+            return k;
+        };
+        std::map<std::string, std::pair<std::size_t, pkt::flow>> groups; // key -> (first index, partial)
+        for (std::size_t i = 0; i < recs.size(); ++i) {
+            auto& r = recs[i];
+            auto [it, fresh] = groups.try_emplace(key(r));
+            auto& [first, f] = it->second;
+            if (fresh) {
+                first = i;
+                f.family = r.family, f.proto = r.proto, f.sport = r.sport, f.dport = r.dport, f.rss_hash = r.rss;
+                std::memcpy(f.src, r.src, 16), std::memcpy(f.dst, r.dst, 16);
+                f.first_ts = f.last_ts = r.ts;
+            }
+            f.packets += 1, f.bytes += r.len, f.tcp_flags |= r.tcp_flags;
+            f.first_ts = std::min(f.first_ts, r.ts), f.last_ts = std::max(f.last_ts, r.ts);
+            f.csum_errors += (r.ip_csum == pkt::csum_bad) + (r.l4_csum == pkt::csum_bad);
+        }
+        std::vector<std::pair<std::size_t, pkt::flow>> order;
+        for (auto& [k, v] : groups)
+            order.push_back(v);
+        std::sort(order.begin(), order.end(), [](auto& x, auto& y) { return x.first < y.first; });
+        for (auto& [first, f] : order)
+            merged.merge(f);
+        EXPECT_EQ(merged.flow_count(), direct.flow_count());
+        auto x = direct.top(1000, pkt::flow_order::bytes), y = merged.top(1000, pkt::flow_order::bytes);
+        ASSERT_EQ(x.size(), y.size());
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            EXPECT_EQ(x[i].sport, y[i].sport);
+            EXPECT_EQ(x[i].dport, y[i].dport);
+            EXPECT_EQ(std::memcmp(x[i].src, y[i].src, 16), 0);
+            EXPECT_EQ(x[i].packets, y[i].packets);
+            EXPECT_EQ(x[i].bytes, y[i].bytes);
+            EXPECT_EQ(x[i].rss_hash, y[i].rss_hash);
+            EXPECT_EQ(x[i].tcp_flags, y[i].tcp_flags);
+            EXPECT_EQ(x[i].first_ts, y[i].first_ts);
+        }
+    }
 }
