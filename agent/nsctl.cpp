@@ -1,6 +1,7 @@
 // nsctl: the operator's command line for nsagentd. Human tables by default, raw JSON with --json.
 #include "forwarder.hpp"
 #include "packet_commands.hpp"
+#include "text_table.hpp"
 
 #include "nsagent/client.hpp"
 #include "nsagent/protocol.hpp"
@@ -57,22 +58,7 @@ struct usage_error {
 // Prints rows as aligned columns, the first row being the header.
 void print_table(const std::vector<std::vector<std::string>>& rows)
 {
-    std::vector<std::size_t> width;
-    for (auto& r : rows)
-        for (std::size_t i = 0; i < r.size(); ++i) {
-            if (width.size() <= i)
-                width.push_back(0);
-            width[i] = std::max(width[i], r[i].size());
-        }
-    for (auto& r : rows) {
-        std::string line;
-        for (std::size_t i = 0; i < r.size(); ++i) {
-            line += r[i];
-            if (i + 1 < r.size())
-                line += std::string(width[i] - r[i].size() + 2, ' ');
-        }
-        std::cout << line << '\n';
-    }
+    std::cout << format_table(rows);
 }
 
 std::string text(const json::value& v)

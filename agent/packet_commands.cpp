@@ -1,4 +1,5 @@
 #include "packet_commands.hpp"
+#include "text_table.hpp"
 
 #include "nsagent/client.hpp"
 #include "nsagent/protocol.hpp"
@@ -89,19 +90,7 @@ void print_analysis(const json::object& r, FILE* out)
                         proto == "tcp" ? tcp_flag_letters(f.at("tcp_flags").to_number<unsigned>()) : "",
                         std::to_string(num(f, "csum_errors")), hash});
     }
-    std::vector<std::size_t> w(rows[0].size(), 0);
-    for (auto& row : rows)
-        for (std::size_t i = 0; i < row.size(); ++i)
-            w[i] = std::max(w[i], row[i].size());
-    for (auto& row : rows) {
-        std::string line;
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            line += row[i];
-            if (i + 1 < row.size())
-                line += std::string(w[i] - row[i].size() + 2, ' ');
-        }
-        std::fprintf(out, "%s\n", line.c_str());
-    }
+    std::fputs(format_table(rows).c_str(), out);
     std::fprintf(out, "%llu flows (top %zu by %s). %llu packets, %s: ipv4 %llu, ipv6 %llu, other link %llu; tcp %llu, udp %llu, "
                       "icmp %llu, icmpv6 %llu, other %llu\n",
                  static_cast<unsigned long long>(num(r, "flow_count")), r.at("flows").as_array().size(),
