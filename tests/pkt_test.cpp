@@ -574,3 +574,20 @@ TEST_F(Pkt, NamespaceDeletedUnderACaptureEndsItWithOneReply)
     auto probe = a.connect();
     EXPECT_TRUE(wait_until([&] { return stats(probe).at("streams").to_number<std::uint64_t>() == 0; }));
 }
+
+// The stream budget: past max_streams a capture is refused busy, naming the limit, and the
+// running one is unaffected.
+TEST_F(Pkt, PastMaxStreamsACaptureIsBusyAndTheRunningOneGoesOn)
+{
+    netns n;
+    ASSERT_EQ(sh("ip -n " + n.name() + " link set lo up"), 0);
+    agent_process a({{"max_streams", 1}});
+    auto c1 = a.connect(), c2 = a.connect();
+    auto pipe = start_capture(c1, n.name(), {{"ifname", "lo"}}, 1, 60000);
+    ASSERT_TRUE(pipe);
+    auto second = call(c2, "pkt.capture", net_ns(n.name()), {{"ifname", "lo"}});
+    EXPECT_EQ(second.error_code(), "busy");
+    EXPECT_NE(second.error_message().find("max_streams (1)"), std::string::npos) << second.error_message();
+    ASSERT_FALSE(c1.send_line(R"({"id":2,"op":"agent.cancel","args":{"id":1}})"));
+    EXPECT_EQ(result_of(final_of(c1, 1)).at("stopped"), "cancelled");
+}
