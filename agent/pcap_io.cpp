@@ -62,13 +62,14 @@ std::optional<std::string> read_capture(int fd, std::size_t max_frames, std::siz
             break; // end of file
         if (rc != 1)
             return std::string("reading the capture: ") + ::pcap_geterr(p);
-        auto ts = static_cast<std::uint64_t>(h->ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(h->ts.tv_usec);
-        b.add(ts, data, h->caplen, h->len);
-        if (b.size() >= max_frames || b.data.size() >= max_bytes) {
+        // Hand the batch over before it would pass either bound: the GPU's buffers are that size.
+        if (b.size() && (b.size() >= max_frames || b.data.size() + h->caplen > max_bytes)) {
             if (!each(b))
                 return std::nullopt;
             b.clear();
         }
+        auto ts = static_cast<std::uint64_t>(h->ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(h->ts.tv_usec);
+        b.add(ts, data, h->caplen, h->len);
     }
     if (b.size())
         each(b);

@@ -20,7 +20,8 @@ namespace nsagent::pkt {
 std::optional<link_kind> link_of_dlt(int dlt);
 
 // Reads the pcap or pcapng capture on `fd` (the caller keeps `fd`) and hands it over in batches
-// of at most `max_frames` frames and about `max_bytes` bytes; `each` returns false to stop.
+// of at most `max_frames` frames and `max_bytes` bytes of frame data (a single larger frame
+// goes alone); `each` returns false to stop.
 // Returns the error (not a capture, an unsupported link type, a read error), or empty.
 std::optional<std::string> read_capture(int fd, std::size_t max_frames, std::size_t max_bytes,
                                         const std::function<bool(frame_batch&)>& each);

@@ -374,13 +374,14 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* data)
 {
     auto* s = reinterpret_cast<capture_state*>(user);
     s->out->write(h, data);
+    // Flushed before either bound would be passed: the GPU's buffers are exactly that size.
+    if (s->batch.size() && (s->batch.size() >= s->max_frames || s->batch.data.size() + h->caplen > s->max_bytes))
+        s->flush();
     // With nanosecond precision requested, tv_usec holds nanoseconds.
     auto ts = static_cast<std::uint64_t>(h->ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(h->ts.tv_usec);
     s->batch.add(ts, data, h->caplen, h->len);
     ++s->packets;
     s->bytes += h->len;
-    if (s->batch.size() >= s->max_frames || s->batch.data.size() >= s->max_bytes)
-        s->flush();
 }
 
 op_result capture_body(stream_job& job, const std::shared_ptr<capture_plan>& plan, const config& cfg, gpu_worker* gpu)
