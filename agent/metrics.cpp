@@ -103,6 +103,10 @@ std::string agent::metrics_text() const
     e.sample("nsagent_connections", "", static_cast<double>(conns_.size()));
     e.header("nsagent_inflight_requests", "gauge", "Accepted requests without their final reply yet.");
     e.sample("nsagent_inflight_requests", "", static_cast<double>(inflight_total()));
+    e.header("nsagent_streams", "gauge", "Captures and analyses running now (pkt.capture, pkt.analyze).");
+    e.sample("nsagent_streams", "", static_cast<double>(streams_.size()));
+    e.header("nsagent_streams_started_total", "counter", "Captures and analyses started.");
+    e.sample("nsagent_streams_started_total", "", static_cast<double>(streams_started_));
     e.header("nsagent_open_fds", "gauge", "File descriptors open in the agent.");
     e.sample("nsagent_open_fds", "", static_cast<double>(open_fds()));
     e.header("nsagent_resident_memory_bytes", "gauge", "Resident set size of the agent.");

@@ -529,6 +529,9 @@ TEST_F(Pkt, DisconnectEndsTheCaptureAndLeaksNoFdOrThread)
     EXPECT_TRUE(wait_until([&] { return a.fd_count() == fds0 && a.thread_count() == threads0; }))
         << "fds " << fds0 << " -> " << a.fd_count() << ", threads " << threads0 << " -> " << a.thread_count();
     EXPECT_EQ(stats(probe).at("streams_started").to_number<std::uint64_t>(), 3u);
+    auto metrics = std::string(result_of(call(probe, "agent.metrics")).at("text").as_string());
+    EXPECT_NE(metrics.find("\nnsagent_streams_started_total 3\n"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("\nnsagent_streams 0\n"), std::string::npos) << metrics;
 }
 
 // SIGTERM with captures running: each is answered with its analysis, and the agent exits 0.
