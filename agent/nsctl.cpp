@@ -218,9 +218,12 @@ void cmd_stats(session& s)
         return;
     auto& o = r.as_object();
     std::cout << "threads " << at(o, "threads") << " (base " << at(o, "base_threads") << " + "
-              << o.at("workers").as_array().size() << " workers; " << at(o, "wedged") << " wedged, "
-              << at(o, "retiring") << " retiring)  connections " << at(o, "connections") << "  in flight "
-              << at(o, "inflight") << "  requests " << at(o, "requests") << "\n";
+              << o.at("workers").as_array().size() << " workers + " << at(o, "streams") << " captures/analyses; "
+              << at(o, "wedged") << " wedged, " << at(o, "retiring") << " retiring)  connections " << at(o, "connections")
+              << "  in flight " << at(o, "inflight") << "  requests " << at(o, "requests") << "\n";
+    if (auto* gpu = o.if_contains("gpu"))
+        std::cout << "gpu: " << (gpu->at("ready").as_bool() ? "ready, " : "") << text(gpu->at("status")) << " ("
+                  << at(gpu->as_object(), "batches") << " batches, " << at(gpu->as_object(), "packets") << " packets)\n";
     auto& ws = o.at("workers").as_array();
     if (ws.empty())
         return;
