@@ -141,6 +141,22 @@ NSAGENT_HD std::uint32_t rss_input(const packet_record& r, bool four_tuple, std:
 
 namespace detail {
 
+// Whether `n` header bytes are there; if not, flags why: the packet itself is too short for
+// them (`orig` bytes from here on the wire: malformed), or only the capture is (`have`
+// captured bytes: truncated).
+NSAGENT_HD bool header_fits(packet_record& r, std::uint32_t orig, std::uint32_t have, std::uint32_t n)
+{
+    if (orig < n) {
+        r.flags |= rec_malformed;
+        return false;
+    }
+    if (have < n) {
+        r.flags |= rec_truncated;
+        return false;
+    }
+    return true;
+}
+
 // Sum of the pseudo-header: src, dst, the transport length and the protocol.
 NSAGENT_HD std::uint64_t pseudo_sum(const packet_record& r, std::uint32_t l4_len)
 {
@@ -167,14 +183,8 @@ NSAGENT_HD void parse_l4(const std::uint8_t* f, std::uint32_t cap, std::uint32_t
     case ip_proto_icmpv6: need = 4; break;
     default: return; // another protocol: counted, not parsed
     }
-    if (l4_len < need) {
-        r.flags |= rec_malformed;
+    if (!header_fits(r, l4_len, have, need))
         return;
-    }
-    if (have < need) {
-        r.flags |= rec_truncated;
-        return;
-    }
     const std::uint8_t* h = f + off;
     std::uint32_t covered = l4_len; // bytes the checksum covers
     if (r.proto == ip_proto_tcp) {
@@ -229,14 +239,8 @@ NSAGENT_HD void parse_ipv4(const std::uint8_t* f, std::uint32_t cap, std::uint32
                            packet_record& r, packet_jobs& j)
 {
     std::uint32_t have = cap > off ? cap - off : 0, orig = len > off ? len - off : 0;
-    if (orig < 20) {
-        r.flags |= rec_malformed;
+    if (!header_fits(r, orig, have, 20))
         return;
-    }
-    if (have < 20) {
-        r.flags |= rec_truncated;
-        return;
-    }
     const std::uint8_t* h = f + off;
     std::uint32_t ihl = static_cast<std::uint32_t>(h[0] & 0x0f) * 4, total = be16(h + 2);
     if (h[0] >> 4 != 4 || ihl < 20 || total < ihl || total > orig) {
@@ -277,14 +281,8 @@ NSAGENT_HD void parse_ipv6(const std::uint8_t* f, std::uint32_t cap, std::uint32
                            packet_record& r, packet_jobs& j)
 {
     std::uint32_t have = cap > off ? cap - off : 0, orig = len > off ? len - off : 0;
-    if (orig < 40) {
-        r.flags |= rec_malformed;
+    if (!header_fits(r, orig, have, 40))
         return;
-    }
-    if (have < 40) {
-        r.flags |= rec_truncated;
-        return;
-    }
     const std::uint8_t* h = f + off;
     std::uint32_t plen = be16(h + 4);
     if (h[0] >> 4 != 6 || plen > orig - 40) {
@@ -370,27 +368,15 @@ NSAGENT_HD void parse_packet(const std::uint8_t* f, std::uint32_t cap, std::uint
         cap = len;
     switch (link) {
     case link_ethernet: {
-        if (len < 14) {
-            r.flags |= rec_malformed;
+        if (!detail::header_fits(r, len, cap, 14))
             return;
-        }
-        if (cap < 14) {
-            r.flags |= rec_truncated;
-            return;
-        }
         std::uint32_t off = 12;
         std::uint16_t type = be16(f + off);
         // 802.1Q, 802.1ad (QinQ) and the old 0x9100 outer tag, up to four deep.
         for (int tags = 0; tags < 4 && (type == 0x8100 || type == 0x88a8 || type == 0x9100); ++tags) {
             off += 4;
-            if (off + 2 > len) {
-                r.flags |= rec_malformed;
+            if (!detail::header_fits(r, len, cap, off + 2))
                 return;
-            }
-            if (off + 2 > cap) {
-                r.flags |= rec_truncated;
-                return;
-            }
             type = be16(f + off);
         }
         detail::parse_ethertype(f, cap, len, off + 2, type, r, j);
@@ -399,26 +385,14 @@ NSAGENT_HD void parse_packet(const std::uint8_t* f, std::uint32_t cap, std::uint
     case link_sll:
     case link_sll2: {
         std::uint32_t hl = link == link_sll ? 16 : 20, at = link == link_sll ? 14 : 0;
-        if (len < hl) {
-            r.flags |= rec_malformed;
+        if (!detail::header_fits(r, len, cap, hl))
             return;
-        }
-        if (cap < hl) {
-            r.flags |= rec_truncated;
-            return;
-        }
         detail::parse_ethertype(f, cap, len, hl, be16(f + at), r, j);
         return;
     }
     case link_raw:
-        if (len < 1) {
-            r.flags |= rec_malformed;
+        if (!detail::header_fits(r, len, cap, 1))
             return;
-        }
-        if (cap < 1) {
-            r.flags |= rec_truncated;
-            return;
-        }
         if (f[0] >> 4 == 4)
             detail::parse_ipv4(f, cap, len, 0, r, j);
         else if (f[0] >> 4 == 6)
