@@ -1,7 +1,7 @@
 // nsctl: the operator's command line for nsagentd. Human tables by default, raw JSON with --json.
 #include "forwarder.hpp"
 #include "packet_commands.hpp"
-#include "text_table.hpp"
+#include "text_format.hpp"
 
 #include "nsagent/client.hpp"
 #include "nsagent/protocol.hpp"
@@ -189,7 +189,6 @@ selector ns_arg(const std::string& arg, const options& o)
 }
 
 std::string joined(const json::value& arr, const char* sep);
-std::string human(double bytes);
 
 void cmd_hello(session& s)
 {
@@ -369,7 +368,7 @@ std::string top_frame(const top_sample& a, const top_sample& b)
     statm >> pages >> resident;
     out << "nsagentd pid " << pid << "  threads " << at(st, "threads") << " (base " << at(st, "base_threads") << " + "
         << st.at("workers").as_array().size() << " workers, " << at(st, "wedged") << " wedged)  connections "
-        << at(st, "connections") << "  RSS " << human(static_cast<double>(resident * ::sysconf(_SC_PAGESIZE))) << "\n\n";
+        << at(st, "connections") << "  RSS " << human_bytes(static_cast<double>(resident * ::sysconf(_SC_PAGESIZE))) << "\n\n";
     std::vector<std::vector<std::string>> rows{{"NS", "TID", "OPS/S", "WAIT p50/p99", "EXEC p50/p99", "QUEUE", "CPU%"}};
     double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
     for (auto& w : st.at("workers").as_array()) {
@@ -751,19 +750,6 @@ void cmd_fs_mounts(session& s, const selector& sel)
     print_table(rows);
 }
 
-std::string human(double bytes)
-{
-    const char* units[] = {"B", "K", "M", "G", "T", "P"};
-    int u = 0;
-    while (bytes >= 1024 && u < 5) {
-        bytes /= 1024;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u ? "%.1f%s" : "%.0f%s", bytes, units[u]);
-    return buf;
-}
-
 void cmd_fs_df(session& s, const selector& sel, const std::string& path)
 {
     auto r = s.call("fs.statvfs", sel, {{"path", path}});
@@ -775,7 +761,7 @@ void cmd_fs_df(session& s, const selector& sel, const std::string& path)
            used = (num("blocks") - num("blocks_free")) * bs;
     int pct = size > 0 ? static_cast<int>((used * 100 + size - 1) / size) : 0;
     print_table({{"Type", "Size", "Used", "Avail", "Use%", "Path"},
-                 {at(o, "fstype"), human(size), human(used), human(avail), std::to_string(pct) + "%", path}});
+                 {at(o, "fstype"), human_bytes(size), human_bytes(used), human_bytes(avail), std::to_string(pct) + "%", path}});
 }
 
 // Copies between a local fd and an fd from fs.open, with progress on a terminal.
@@ -798,8 +784,8 @@ bool copy_fd(int from, int to, std::uint64_t total, const char* verb)
         }
         done += static_cast<std::uint64_t>(n);
         if (tty && total > (4u << 20))
-            std::fprintf(stderr, "\r%s %s / %s", verb, human(static_cast<double>(done)).c_str(),
-                         human(static_cast<double>(total)).c_str());
+            std::fprintf(stderr, "\r%s %s / %s", verb, human_bytes(static_cast<double>(done)).c_str(),
+                         human_bytes(static_cast<double>(total)).c_str());
     }
     if (tty && total > (4u << 20))
         std::fprintf(stderr, "\n");

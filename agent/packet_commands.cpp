@@ -1,5 +1,5 @@
 #include "packet_commands.hpp"
-#include "text_table.hpp"
+#include "text_format.hpp"
 
 #include "nsagent/client.hpp"
 #include "nsagent/protocol.hpp"
@@ -32,19 +32,6 @@ void on_signal(int)
 {
     char c = 1;
     [[maybe_unused]] auto n = ::write(signal_pipe[1], &c, 1);
-}
-
-std::string human(double v, const char* unit)
-{
-    const char* prefixes[] = {"", "k", "M", "G", "T"};
-    int i = 0;
-    while (v >= 1000 && i < 4) {
-        v /= 1000;
-        ++i;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, i ? "%.1f%s%s" : "%.0f%s%s", v, prefixes[i], unit);
-    return buf;
 }
 
 std::uint64_t num(const json::object& o, const char* k)
@@ -86,7 +73,7 @@ void print_analysis(const json::object& r, FILE* out)
         std::snprintf(hash, sizeof hash, "0x%08x", f.at("rss_hash").to_number<unsigned>());
         std::string proto(f.at("proto").as_string());
         rows.push_back({proto, endpoint(f, "src", "sport"), endpoint(f, "dst", "dport"), std::to_string(num(f, "packets")),
-                        human(static_cast<double>(num(f, "bytes")), "B"),
+                        human_bytes(static_cast<double>(num(f, "bytes"))),
                         proto == "tcp" ? tcp_flag_letters(f.at("tcp_flags").to_number<unsigned>()) : "",
                         std::to_string(num(f, "csum_errors")), hash});
     }
@@ -95,7 +82,7 @@ void print_analysis(const json::object& r, FILE* out)
                       "icmp %llu, icmpv6 %llu, other %llu\n",
                  static_cast<unsigned long long>(num(r, "flow_count")), r.at("flows").as_array().size(),
                  std::string(r.at("order").as_string()).c_str(), static_cast<unsigned long long>(num(t, "packets")),
-                 human(static_cast<double>(num(t, "bytes")), "B").c_str(), static_cast<unsigned long long>(num(t, "ipv4")),
+                 human_bytes(static_cast<double>(num(t, "bytes"))).c_str(), static_cast<unsigned long long>(num(t, "ipv4")),
                  static_cast<unsigned long long>(num(t, "ipv6")), static_cast<unsigned long long>(num(t, "non_ip")),
                  static_cast<unsigned long long>(num(t, "tcp")), static_cast<unsigned long long>(num(t, "udp")),
                  static_cast<unsigned long long>(num(t, "icmp")), static_cast<unsigned long long>(num(t, "icmpv6")),
@@ -285,7 +272,7 @@ int run_capture(const capture_options& o)
                                      o.count || o.duration_s > 0 ? "" : "; Ctrl-C stops");
                 } else if (kind == "progress" && tty) {
                     std::fprintf(stderr, "\r%llu packets, %s   ", static_cast<unsigned long long>(num(f->value, "packets")),
-                                 human(static_cast<double>(num(f->value, "bytes")), "B").c_str());
+                                 human_bytes(static_cast<double>(num(f->value, "bytes"))).c_str());
                 }
             }
         }

@@ -1,6 +1,7 @@
-#include "text_table.hpp"
+#include "text_format.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace nsagent {
 
@@ -23,6 +24,19 @@ std::string format_table(const std::vector<std::vector<std::string>>& rows)
         out += '\n';
     }
     return out;
+}
+
+std::string human_bytes(double bytes)
+{
+    const char* units[] = {"B", "K", "M", "G", "T", "P"};
+    int u = 0;
+    while (bytes >= 1024 && u < 5) {
+        bytes /= 1024;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.1f%s" : "%.0f%s", bytes, units[u]);
+    return buf;
 }
 
 } // namespace nsagent
