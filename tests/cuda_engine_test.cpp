@@ -63,24 +63,7 @@ void expect_same(const pkt::analysis& cpu, const pkt::analysis& gpu)
 {
     ASSERT_EQ(cpu.counts(), gpu.counts());
     ASSERT_EQ(cpu.flow_count(), gpu.flow_count());
-    auto a = cpu.top(cpu.flow_count(), pkt::flow_order::packets), b = gpu.top(gpu.flow_count(), pkt::flow_order::packets);
-    ASSERT_EQ(a.size(), b.size());
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        SCOPED_TRACE("flow " + std::to_string(i));
-        EXPECT_EQ(std::memcmp(a[i].src, b[i].src, 16), 0);
-        EXPECT_EQ(std::memcmp(a[i].dst, b[i].dst, 16), 0);
-        EXPECT_EQ(a[i].family, b[i].family);
-        EXPECT_EQ(a[i].proto, b[i].proto);
-        EXPECT_EQ(a[i].sport, b[i].sport);
-        EXPECT_EQ(a[i].dport, b[i].dport);
-        EXPECT_EQ(a[i].packets, b[i].packets);
-        EXPECT_EQ(a[i].bytes, b[i].bytes);
-        EXPECT_EQ(a[i].first_ts, b[i].first_ts);
-        EXPECT_EQ(a[i].last_ts, b[i].last_ts);
-        EXPECT_EQ(a[i].rss_hash, b[i].rss_hash);
-        EXPECT_EQ(a[i].tcp_flags, b[i].tcp_flags);
-        EXPECT_EQ(a[i].csum_errors, b[i].csum_errors);
-    }
+    expect_same_flows(cpu.top(cpu.flow_count(), pkt::flow_order::packets), gpu.top(gpu.flow_count(), pkt::flow_order::packets));
 }
 
 } // namespace

@@ -416,17 +416,6 @@ TEST(Flows, MergingPerBatchPartialFlowsEqualsAddingPacketByPacket)
         for (auto& [first, f] : order)
             merged.merge(f);
         EXPECT_EQ(merged.flow_count(), direct.flow_count());
-        auto x = direct.top(1000, pkt::flow_order::bytes), y = merged.top(1000, pkt::flow_order::bytes);
-        ASSERT_EQ(x.size(), y.size());
-        for (std::size_t i = 0; i < x.size(); ++i) {
-            EXPECT_EQ(x[i].sport, y[i].sport);
-            EXPECT_EQ(x[i].dport, y[i].dport);
-            EXPECT_EQ(std::memcmp(x[i].src, y[i].src, 16), 0);
-            EXPECT_EQ(x[i].packets, y[i].packets);
-            EXPECT_EQ(x[i].bytes, y[i].bytes);
-            EXPECT_EQ(x[i].rss_hash, y[i].rss_hash);
-            EXPECT_EQ(x[i].tcp_flags, y[i].tcp_flags);
-            EXPECT_EQ(x[i].first_ts, y[i].first_ts);
-        }
+        expect_same_flows(direct.top(1000, pkt::flow_order::bytes), merged.top(1000, pkt::flow_order::bytes));
     }
 }

@@ -1,7 +1,10 @@
 #include "packet_craft.hpp"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <pcap/pcap.h>
+
+#include <cstring>
 
 #include <stdexcept>
 
@@ -162,6 +165,27 @@ bytes ethernet(const bytes& ip, const std::vector<std::pair<std::uint16_t, std::
     f.push_back(static_cast<std::uint8_t>(type));
     f.insert(f.end(), ip.begin(), ip.end());
     return f;
+}
+
+void expect_same_flows(const std::vector<pkt::flow>& a, const std::vector<pkt::flow>& b)
+{
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        SCOPED_TRACE("flow " + std::to_string(i));
+        EXPECT_EQ(std::memcmp(a[i].src, b[i].src, 16), 0);
+        EXPECT_EQ(std::memcmp(a[i].dst, b[i].dst, 16), 0);
+        EXPECT_EQ(a[i].family, b[i].family);
+        EXPECT_EQ(a[i].proto, b[i].proto);
+        EXPECT_EQ(a[i].sport, b[i].sport);
+        EXPECT_EQ(a[i].dport, b[i].dport);
+        EXPECT_EQ(a[i].packets, b[i].packets);
+        EXPECT_EQ(a[i].bytes, b[i].bytes);
+        EXPECT_EQ(a[i].first_ts, b[i].first_ts);
+        EXPECT_EQ(a[i].last_ts, b[i].last_ts);
+        EXPECT_EQ(a[i].rss_hash, b[i].rss_hash);
+        EXPECT_EQ(a[i].tcp_flags, b[i].tcp_flags);
+        EXPECT_EQ(a[i].csum_errors, b[i].csum_errors);
+    }
 }
 
 void write_pcap(const std::string& path, int dlt, const std::vector<frame>& frames, int snaplen)

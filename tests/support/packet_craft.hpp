@@ -3,6 +3,8 @@
 // 16-bit sum, independently of the engine's own summing. Also writes pcap files via libpcap.
 #pragma once
 
+#include "packet_engine.hpp"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -42,6 +44,10 @@ struct frame {
     std::uint32_t len = 0; // original length (0: data.size())
     std::uint64_t ts_ns = 0;
 };
+
+// Two flow lists are the same flows, field by field, in the same order (a test failure names
+// the first flow and field that differ).
+void expect_same_flows(const std::vector<pkt::flow>& a, const std::vector<pkt::flow>& b);
 
 // Writes a pcap file with nanosecond timestamps and the given DLT (1 Ethernet, 113 SLL, 276 SLL2, 12 raw).
 void write_pcap(const std::string& path, int dlt, const std::vector<frame>& frames, int snaplen = 262144);
